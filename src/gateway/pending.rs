@@ -1,0 +1,153 @@
+//! `gateway/pending.yaml`: pairing requests from devices the gateway does not know yet.
+//! They expire after five minutes, survive restarts, and are capped so a flood of new keys
+//! cannot grow the file without bound.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Role, Scope};
+use crate::store::{StoreError, fsutil, read_yaml};
+
+pub const TTL_SECS: i64 = 300;
+pub const MAX_PENDING: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRequest {
+    pub request_id: String,
+    pub device_id: String,
+    pub public_key: String,
+    pub name: String,
+    pub role: Role,
+    pub scopes: Vec<Scope>,
+    pub peer: String,
+    pub created: jiff::Timestamp,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PendingFile {
+    requests: Vec<PendingRequest>,
+}
+
+#[derive(Debug)]
+pub struct PendingStore {
+    path: PathBuf,
+    requests: Vec<PendingRequest>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// A new request was stored.
+    New(String),
+    /// The device already had a live request: same id.
+    Existing(String),
+    /// Too many pending requests.
+    Full,
+}
+
+impl PendingStore {
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let file: PendingFile = read_yaml(path)?.unwrap_or_default();
+        Ok(PendingStore {
+            path: path.to_path_buf(),
+            requests: file.requests,
+        })
+    }
+
+    fn expire(&mut self, now: jiff::Timestamp) -> bool {
+        let before = self.requests.len();
+        self.requests
+            .retain(|r| now.as_second() - r.created.as_second() < TTL_SECS);
+        before != self.requests.len()
+    }
+
+    pub fn live(&mut self, now: jiff::Timestamp) -> &[PendingRequest] {
+        if self.expire(now) {
+            let _ = self.save();
+        }
+        &self.requests
+    }
+
+    pub fn request(
+        &mut self,
+        mut req: PendingRequest,
+        now: jiff::Timestamp,
+    ) -> Result<Requested, StoreError> {
+        self.expire(now);
+        if let Some(existing) = self.requests.iter().find(|r| r.device_id == req.device_id) {
+            return Ok(Requested::Existing(existing.request_id.clone()));
+        }
+        if self.requests.len() >= MAX_PENDING {
+            return Ok(Requested::Full);
+        }
+        req.created = now;
+        let id = req.request_id.clone();
+        self.requests.push(req);
+        self.save()?;
+        Ok(Requested::New(id))
+    }
+
+    fn save(&self) -> Result<(), StoreError> {
+        let text = serde_norway::to_string(&PendingFile {
+            requests: self.requests.clone(),
+        })
+        .map_err(|e| StoreError::Invalid {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(dev: &str) -> PendingRequest {
+        PendingRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            device_id: dev.into(),
+            public_key: "k".into(),
+            name: "n".into(),
+            role: Role::Operator,
+            scopes: vec![Scope::OperatorRead],
+            peer: "10.0.0.1:5".into(),
+            created: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn same_device_same_id_until_expiry_and_survives_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pending.yaml");
+        let now = jiff::Timestamp::now();
+        let mut s = PendingStore::load(&p).unwrap();
+        let Requested::New(id) = s.request(req("a"), now).unwrap() else {
+            panic!()
+        };
+        let mut s = PendingStore::load(&p).unwrap();
+        assert_eq!(
+            s.request(req("a"), now).unwrap(),
+            Requested::Existing(id.clone())
+        );
+        let later = now + jiff::SignedDuration::from_secs(TTL_SECS + 1);
+        assert!(s.live(later).is_empty());
+        assert!(matches!(s.request(req("a"), later).unwrap(), Requested::New(n) if n != id));
+    }
+
+    #[test]
+    fn a_flood_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PendingStore::load(&dir.path().join("p.yaml")).unwrap();
+        let now = jiff::Timestamp::now();
+        for i in 0..MAX_PENDING {
+            assert!(matches!(
+                s.request(req(&i.to_string()), now).unwrap(),
+                Requested::New(_)
+            ));
+        }
+        assert_eq!(s.request(req("x"), now).unwrap(), Requested::Full);
+    }
+}

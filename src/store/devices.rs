@@ -1,0 +1,81 @@
+//! `gateway/devices.yaml`: the devices this gateway has paired, with their granted role and
+//! scopes and the hash of their device token. Tokens themselves are never stored.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, fsutil, read_yaml};
+use crate::protocol::{Role, Scope};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRecord {
+    /// Hex sha256 of the raw public key.
+    pub id: String,
+    /// Raw Ed25519 public key, base64url.
+    pub public_key: String,
+    pub name: String,
+    pub role: Role,
+    pub scopes: Vec<Scope>,
+    /// Hex sha256 of the device token.
+    pub token_hash: String,
+    pub created: jiff::Timestamp,
+    #[serde(default)]
+    pub last_seen: Option<jiff::Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DevicesFile {
+    devices: Vec<DeviceRecord>,
+}
+
+/// The paired devices, loaded once by the gateway and written back whole on every change.
+#[derive(Debug)]
+pub struct DeviceStore {
+    path: PathBuf,
+    devices: Vec<DeviceRecord>,
+}
+
+impl DeviceStore {
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let file: DevicesFile = read_yaml(path)?.unwrap_or_default();
+        Ok(DeviceStore {
+            path: path.to_path_buf(),
+            devices: file.devices,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&DeviceRecord> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut DeviceRecord> {
+        self.devices.iter_mut().find(|d| d.id == id)
+    }
+
+    pub fn all(&self) -> &[DeviceRecord] {
+        &self.devices
+    }
+
+    /// Adds or replaces a device and persists the file before returning.
+    pub fn upsert(&mut self, record: DeviceRecord) -> Result<(), StoreError> {
+        match self.get_mut(&record.id) {
+            Some(existing) => *existing = record,
+            None => self.devices.push(record),
+        }
+        self.save()
+    }
+
+    pub fn save(&self) -> Result<(), StoreError> {
+        let file = DevicesFile {
+            devices: self.devices.clone(),
+        };
+        let text = serde_norway::to_string(&file).map_err(|e| StoreError::Invalid {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+    }
+}
