@@ -133,7 +133,10 @@ fn close_of(msg: &Message) -> Option<ClientError> {
     if let Message::Close(frame) = msg {
         return Some(ClientError::Closed {
             code: frame.as_ref().map(|f| u16::from(f.code)),
-            reason: frame.as_ref().map(|f| f.reason.to_string()).unwrap_or_default(),
+            reason: frame
+                .as_ref()
+                .map(|f| f.reason.to_string())
+                .unwrap_or_default(),
         });
     }
     None
@@ -141,7 +144,11 @@ fn close_of(msg: &Message) -> Option<ClientError> {
 
 /// The client half of the handshake over any WebSocket-like stream: wait for the
 /// challenge, send a signed `connect`, return `hello-ok` or the gateway's refusal.
-pub async fn handshake<S>(ws: &mut S, key: &DeviceKey, opts: &ConnectOptions) -> Result<HelloOk, ClientError>
+pub async fn handshake<S>(
+    ws: &mut S,
+    key: &DeviceKey,
+    opts: &ConnectOptions,
+) -> Result<HelloOk, ClientError>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
@@ -210,7 +217,8 @@ pub struct Client {
 impl Client {
     pub async fn connect(key: &DeviceKey, opts: &ConnectOptions) -> Result<Client, ClientError> {
         let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
-        let connecting = tokio_tungstenite::connect_async_with_config(&opts.url, Some(config), true);
+        let connecting =
+            tokio_tungstenite::connect_async_with_config(&opts.url, Some(config), true);
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
             .await
             .map_err(|_| ClientError::Unreachable {
@@ -241,8 +249,18 @@ impl Client {
         tokio::spawn(async move {
             let closed = loop {
                 match stream.next().await {
-                    None => break Incoming::Closed { code: None, reason: String::new() },
-                    Some(Err(e)) => break Incoming::Closed { code: None, reason: e.to_string() },
+                    None => {
+                        break Incoming::Closed {
+                            code: None,
+                            reason: String::new(),
+                        };
+                    }
+                    Some(Err(e)) => {
+                        break Incoming::Closed {
+                            code: None,
+                            reason: e.to_string(),
+                        };
+                    }
                     Some(Ok(Message::Close(f))) => {
                         break Incoming::Closed {
                             code: f.as_ref().map(|f| u16::from(f.code)),
@@ -316,7 +334,9 @@ impl Client {
 fn unreachable_reason(e: WsError) -> String {
     match e {
         WsError::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused (is a gateway running?)".into(),
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (is a gateway running?)".into()
+            }
             _ => io.to_string(),
         },
         WsError::Http(resp) => format!("HTTP {} during the upgrade", resp.status()),

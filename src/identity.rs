@@ -100,7 +100,10 @@ impl DeviceKey {
 
     /// `SHA256:...` exactly as `ssh-keygen -lf` prints it.
     pub fn fingerprint(&self) -> String {
-        self.key.public_key().fingerprint(HashAlg::Sha256).to_string()
+        self.key
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
     }
 
     /// `ssh-ed25519 AAAA... comment`
@@ -147,7 +150,8 @@ pub fn verify(raw: &[u8; 32], msg: &[u8], sig_b64: &str) -> Result<(), String> {
     let bytes = URL_SAFE_NO_PAD
         .decode(sig_b64.trim_end_matches('='))
         .map_err(|_| "signature is not base64url")?;
-    let sig = ed25519_dalek::Signature::from_slice(&bytes).map_err(|_| "signature has the wrong length")?;
+    let sig = ed25519_dalek::Signature::from_slice(&bytes)
+        .map_err(|_| "signature has the wrong length")?;
     key.verify(msg, &sig)
         .map_err(|_| "signature does not match".to_string())
 }

@@ -8,7 +8,10 @@ use serde::Serialize;
 /// Prints one line; exits quietly with 0 when stdout's reader has gone away.
 pub fn line(s: &str) {
     let mut out = std::io::stdout().lock();
-    let res = out.write_all(s.as_bytes()).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush());
+    let res = out
+        .write_all(s.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
     if let Err(e) = res {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);

@@ -39,10 +39,23 @@ fn handshake_succeeds_with_hello_ok_and_seq_starts_at_one() {
         let hello = raw.connect(&key, &token).await;
         assert_eq!(hello["type"], "hello-ok");
         assert_eq!(hello["protocol"], 1);
-        assert!(hello["features"]["methods"].as_array().unwrap().contains(&json!("health")));
-        assert!(hello["features"]["events"].as_array().unwrap().contains(&json!("tick")));
+        assert!(
+            hello["features"]["methods"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("health"))
+        );
+        assert!(
+            hello["features"]["events"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("tick"))
+        );
         assert_eq!(hello["auth"]["role"], "operator");
-        assert!(hello["auth"]["deviceToken"].is_string(), "a newly paired device gets a token");
+        assert!(
+            hello["auth"]["deviceToken"].is_string(),
+            "a newly paired device gets a token"
+        );
         assert_eq!(hello["policy"]["tickIntervalMs"], 15000);
         assert!(hello["snapshot"]["health"]["ok"].as_bool().unwrap());
         // The first event after hello-ok is seq 1 (our own presence).
@@ -89,7 +102,8 @@ fn request_before_connect_is_refused_and_closed() {
     let (_home, gw, key, token) = setup();
     rt().block_on(async {
         let mut raw = Raw::open(&gw.url).await;
-        raw.send_json(json!({"type":"req","id":"1","method":"health","params":{}})).await;
+        raw.send_json(json!({"type":"req","id":"1","method":"health","params":{}}))
+            .await;
         let r = raw.response().await;
         assert_eq!(r.id, "1");
         assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
@@ -105,13 +119,17 @@ fn second_connect_unknown_method_and_wrong_params_are_typed_errors() {
         let mut raw = Raw::open(&gw.url).await;
         raw.connect(&key, &token).await;
         let p = raw.params(&key, Some(&token));
-        let r = raw.request("again", "connect", serde_json::to_value(&p).unwrap()).await;
+        let r = raw
+            .request("again", "connect", serde_json::to_value(&p).unwrap())
+            .await;
         assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
 
         let r = raw.request("u", "no.such.method", json!({})).await;
         assert_eq!(r.error.unwrap().code.as_str(), "UNKNOWN_METHOD");
 
-        let r = raw.request("p", "system.presence", json!({"role": 5})).await;
+        let r = raw
+            .request("p", "system.presence", json!({"role": 5}))
+            .await;
         assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
         let r = raw.request("p2", "health", json!([1, 2])).await;
         assert_eq!(r.error.unwrap().code.as_str(), "INVALID_REQUEST");
@@ -122,9 +140,16 @@ fn second_connect_unknown_method_and_wrong_params_are_typed_errors() {
         assert_eq!(raw.error_code().await, "INVALID_REQUEST");
 
         // The same connection still works after all that.
-        let r = raw.request("ok", "system.presence", json!({"role": "operator"})).await;
+        let r = raw
+            .request("ok", "system.presence", json!({"role": "operator"}))
+            .await;
         assert!(r.ok, "{r:?}");
-        assert!(!r.payload.unwrap()["presence"].as_array().unwrap().is_empty());
+        assert!(
+            !r.payload.unwrap()["presence"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
     });
 }
 
@@ -144,7 +169,8 @@ fn oversized_frames_close_with_1009_before_and_after_auth() {
         let mut raw = Raw::open(&gw.url).await;
         let hello = raw.connect(&key, &token).await;
         assert_eq!(hello["policy"]["maxPayload"], 100000);
-        let big = json!({"type":"req","id":"big","method":"health","params":{"pad":"y".repeat(120_000)}});
+        let big =
+            json!({"type":"req","id":"big","method":"health","params":{"pad":"y".repeat(120_000)}});
         raw.send_json(big).await;
         assert_eq!(raw.closed().await, Some(1009));
         still_serving(&gw.url, &key, &token).await;
@@ -263,7 +289,11 @@ fn a_read_only_device_asking_for_admin_gets_read_and_forbidden() {
         assert!(raw.request("h", "health", json!({})).await.ok);
     });
     // And through the CLI: exit 7 with the typed error on stdout.
-    let out = home.viber().args(["call", "config.get", "--json"]).output().unwrap();
+    let out = home
+        .viber()
+        .args(["call", "config.get", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7));
     let v = common::stdout_json(&out);
     assert_eq!(v["schema"], "viber.error/v1");
@@ -283,10 +313,18 @@ fn forwarded_peers_are_not_local_and_need_pairing() {
             raw.send_connect(&p).await;
             let e = raw.response().await.error.unwrap();
             assert_eq!(e.code.as_str(), "PAIRING_REQUIRED", "{header}");
-            ids.push(e.details.unwrap()["requestId"].as_str().unwrap().to_string());
+            ids.push(
+                e.details.unwrap()["requestId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
             assert_eq!(raw.closed().await, Some(1008));
         }
-        assert!(ids.windows(2).all(|w| w[0] == w[1]), "same request id while pending: {ids:?}");
+        assert!(
+            ids.windows(2).all(|w| w[0] == w[1]),
+            "same request id while pending: {ids:?}"
+        );
     });
     let pending = std::fs::read_to_string(home.file("gateway/pending.yaml")).unwrap();
     assert!(pending.contains(&stranger.device_id()));
@@ -297,10 +335,11 @@ fn forwarded_peers_are_not_local_and_need_pairing() {
 fn a_foreign_origin_is_refused_at_the_upgrade() {
     let (_home, gw, key, token) = setup();
     rt().block_on(async {
-        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            gw.url.as_str(),
-        )
-        .unwrap();
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                gw.url.as_str(),
+            )
+            .unwrap();
         req.headers_mut()
             .insert("origin", "http://evil.example".parse().unwrap());
         let err = tokio_tungstenite::connect_async(req).await.unwrap_err();

@@ -12,10 +12,14 @@ fn main() -> ExitCode {
     let daemon = cli.command.is_daemon();
     viber::logging::init(cli.global.verbose, if daemon { "info" } else { "warn" });
     let runtime = if daemon {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
         // Client verbs are short-lived: one thread starts faster and is plenty.
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
     let runtime = match runtime {
         Ok(r) => r,

@@ -16,7 +16,12 @@ pub struct Args {
     #[arg(long, short, value_name = "JSON", default_value = "{}")]
     params: String,
     /// Ask for fewer scopes than this device holds (comma-separated)
-    #[arg(long, value_name = "SCOPES", value_delimiter = ',', default_value = "operator.admin")]
+    #[arg(
+        long,
+        value_name = "SCOPES",
+        value_delimiter = ',',
+        default_value = "operator.admin"
+    )]
     scopes: Vec<Scope>,
 }
 

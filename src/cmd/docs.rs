@@ -19,9 +19,11 @@ pub fn run(args: Args) -> Result<(), Error> {
     for (rel, bytes) in render() {
         let path = args.out_dir.join(&rel);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
-        std::fs::write(&path, bytes).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     }
     Ok(())
 }
@@ -47,7 +49,10 @@ fn man_pages(cmd: &clap::Command, name: &str, files: &mut Vec<(PathBuf, Vec<u8>)
     if cmd.is_hide_set() {
         return;
     }
-    let page = cmd.clone().name(name.to_string()).display_name(name.to_string());
+    let page = cmd
+        .clone()
+        .name(name.to_string())
+        .display_name(name.to_string());
     let mut buf = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut buf)

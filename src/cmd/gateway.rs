@@ -95,7 +95,10 @@ async fn foreground(ctx: &Ctx, bind: Option<SocketAddr>) -> Result<(), Error> {
             version: env!("CARGO_PKG_VERSION").into(),
         },
     )?;
-    tracing::info!("gateway listening on {url} (home {})", ctx.home.root().display());
+    tracing::info!(
+        "gateway listening on {url} (home {})",
+        ctx.home.root().display()
+    );
     let result = gateway::serve(listener, gw, shutdown_signal()).await;
     instance::remove_info(&ctx.home);
     drop(lock);
@@ -146,7 +149,8 @@ fn start(ctx: &Ctx, bind: Option<SocketAddr>, timeout: Duration) -> Result<(), E
         .append(true)
         .open(&log_path)
         .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the viber executable", e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot find the viber executable", e))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home").arg(ctx.home.root()).arg("gateway");
     if let Some(b) = bind {
@@ -203,9 +207,14 @@ fn start(ctx: &Ctx, bind: Option<SocketAddr>, timeout: Duration) -> Result<(), E
 fn stop(ctx: &Ctx, timeout: Duration) -> Result<(), Error> {
     let Some(info) = instance::running(&ctx.home) else {
         if ctx.json() {
-            output::json(&json!({"schema": "viber.gateway/v1", "state": "not-running", "home": ctx.home.root()}));
+            output::json(
+                &json!({"schema": "viber.gateway/v1", "state": "not-running", "home": ctx.home.root()}),
+            );
         } else {
-            output::line(&format!("no gateway running for {}", ctx.home.root().display()));
+            output::line(&format!(
+                "no gateway running for {}",
+                ctx.home.root().display()
+            ));
         }
         return Ok(());
     };
@@ -224,7 +233,12 @@ fn stop(ctx: &Ctx, timeout: Duration) -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    report(ctx, "stopped", &info, &format!("gateway stopped (pid {})", info.pid));
+    report(
+        ctx,
+        "stopped",
+        &info,
+        &format!("gateway stopped (pid {})", info.pid),
+    );
     Ok(())
 }
 

@@ -48,7 +48,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "VIBER_GATEWAY_URL", value_name = "URL")]
     pub gateway: Option<String>,
     /// Gateway token (prefer the env var: arguments are visible to other users)
-    #[arg(long, global = true, env = "VIBER_GATEWAY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIBER_GATEWAY_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// Print JSON on stdout (one object, or NDJSON for streams); logs stay on stderr
     #[arg(long, global = true)]
@@ -121,12 +127,10 @@ impl Ctx {
         if let Some(info) = instance::running(&self.home) {
             return Ok(info.url);
         }
-        let bind: std::net::SocketAddr = self
-            .config()?
-            .gateway
-            .bind
-            .parse()
-            .map_err(|_| Error::Usage("gateway.bind in config.yaml is not ADDRESS:PORT".into()))?;
+        let bind: std::net::SocketAddr =
+            self.config()?.gateway.bind.parse().map_err(|_| {
+                Error::Usage("gateway.bind in config.yaml is not ADDRESS:PORT".into())
+            })?;
         Ok(url_for(bind))
     }
 
@@ -156,8 +160,12 @@ impl Ctx {
 /// `ws://` URL for a bound address; a wildcard bind is reached over loopback.
 pub fn url_for(addr: std::net::SocketAddr) -> String {
     let ip = match addr.ip() {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
         ip => ip,
     };
     format!("ws://{}", std::net::SocketAddr::new(ip, addr.port()))
@@ -172,10 +180,15 @@ fn is_loopback_url(url: &str) -> bool {
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next().unwrap_or("")
     } else {
-        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority)
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
     };
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Runs the parsed command.
@@ -208,7 +221,10 @@ mod tests {
 
     #[test]
     fn wildcard_bind_is_reached_over_loopback() {
-        assert_eq!(url_for("0.0.0.0:7878".parse().unwrap()), "ws://127.0.0.1:7878");
+        assert_eq!(
+            url_for("0.0.0.0:7878".parse().unwrap()),
+            "ws://127.0.0.1:7878"
+        );
         assert_eq!(url_for("[::]:1".parse().unwrap()), "ws://[::1]:1");
     }
 

@@ -66,7 +66,11 @@ fn human(s: &Value) -> String {
         d["fingerprint"].as_str().unwrap_or("?"),
         d["role"].as_str().unwrap_or("?"),
         scopes.join(", "),
-        if h["ok"].as_bool() == Some(true) { "ok" } else { "NOT OK" },
+        if h["ok"].as_bool() == Some(true) {
+            "ok"
+        } else {
+            "NOT OK"
+        },
         h["connections"],
     )
 }

@@ -73,7 +73,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
                 if ctx.json() {
                     output::json(&gap);
                 } else {
-                    output::line(&format!("-- gap: {} event(s) lost before seq {seq}; re-reading status", seq - expected));
+                    output::line(&format!(
+                        "-- gap: {} event(s) lost before seq {seq}; re-reading status",
+                        seq - expected
+                    ));
                 }
                 let status = super::status::fetch(&client, &key).await?;
                 if ctx.json() {

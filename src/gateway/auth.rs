@@ -38,7 +38,11 @@ pub fn check_origin(headers: &HeaderMap, local_addr: SocketAddr) -> OriginCheck 
     let Some(origin) = headers.get("origin") else {
         return OriginCheck::Absent;
     };
-    let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_string();
+    let origin = origin
+        .to_str()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_string();
     let port = local_addr.port();
     let mut own = vec![
         format!("127.0.0.1:{port}"),
@@ -101,7 +105,9 @@ pub fn authenticate(
         .map_err(|e| device_invalid(&format!("malformed public key: {e}")))?;
     let device_id = identity::device_id_of(&raw);
     if device_id != p.device.id {
-        return Err(device_invalid("device id is not the sha256 of the public key"));
+        return Err(device_invalid(
+            "device id is not the sha256 of the public key",
+        ));
     }
     if !identity::secrets_equal(&p.device.nonce, nonce) {
         return Err(device_invalid(
@@ -118,7 +124,12 @@ pub fn authenticate(
         .map_err(|e| device_invalid(&format!("device signature invalid: {e}")))?;
 
     // 2. A secret: the gateway token, or this device's own token.
-    let known = gw.devices.lock().unwrap_or_else(|e| e.into_inner()).get(&device_id).cloned();
+    let known = gw
+        .devices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&device_id)
+        .cloned();
     if let Some(token) = p.auth.token.as_deref() {
         if !gw.token_matches(token) {
             return Err(ErrorShape::new(
@@ -156,7 +167,12 @@ pub fn authenticate(
         }
         return finish(device_id, p, &dev.scopes, None);
     }
-    let requested: Vec<Scope> = p.scopes.iter().copied().filter(|s| s.role() == p.role).collect();
+    let requested: Vec<Scope> = p
+        .scopes
+        .iter()
+        .copied()
+        .filter(|s| s.role() == p.role)
+        .collect();
     if peer.local && gw.config.pairing.auto_approve_local {
         let token = identity::random_hex(32);
         let record = DeviceRecord {
@@ -268,7 +284,10 @@ mod tests {
         assert_eq!(check_origin(&own, me), OriginCheck::Own);
         assert!(is_local(lo, &own, &check_origin(&own, me)));
         let foreign = headers(&[("origin", "http://evil.example")]);
-        assert!(matches!(check_origin(&foreign, me), OriginCheck::Foreign(_)));
+        assert!(matches!(
+            check_origin(&foreign, me),
+            OriginCheck::Foreign(_)
+        ));
         assert!(!is_local(lo, &foreign, &check_origin(&foreign, me)));
     }
 }

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as HttpRequest, Response as HttpResponse};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as HttpRequest, Response as HttpResponse,
+};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -19,7 +21,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::auth::{self, OriginCheck, Peer};
 use super::outbox::{Next, Outbox};
 use super::{ConnHandle, Gateway, methods};
-use crate::protocol::handshake::{Features, HelloAuth, HelloOk, PresenceEntry, ServerInfo, Snapshot, negotiate};
+use crate::protocol::handshake::{
+    Features, HelloAuth, HelloOk, PresenceEntry, ServerInfo, Snapshot, negotiate,
+};
 use crate::protocol::{
     CONNECT_TIMEOUT_MS, Challenge, ConnectParams, ErrorCode, ErrorShape, Frame, PRE_AUTH_MAX_FRAME,
     PROTOCOL_VERSION, Response, close, events,
@@ -39,6 +43,8 @@ pub async fn handle(
     };
     let mut origin = OriginCheck::Absent;
     let mut local = false;
+    // The error type is tungstenite's, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &HttpRequest, resp: HttpResponse| -> Result<HttpResponse, ErrorResponse> {
         origin = auth::check_origin(req.headers(), local_addr);
         local = auth::is_local(peer_addr, req.headers(), &origin);
@@ -54,14 +60,15 @@ pub async fn handle(
         .max_message_size(Some(gw.config.gateway.max_payload))
         .max_frame_size(Some(gw.config.gateway.max_payload));
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let mut ws = match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), upgrade).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %peer_addr, "upgrade failed: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
+    let mut ws =
+        match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), upgrade).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer_addr, "upgrade failed: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
     let peer = Peer {
         addr: peer_addr,
         local,
@@ -95,13 +102,23 @@ pub async fn handle(
         }
         Ok(None) | Ok(Some(Err(WsError::ConnectionClosed))) => return,
         Ok(Some(Err(WsError::Capacity(_)))) => {
-            close_ws(&mut ws, close::MESSAGE_TOO_BIG, "frame too large before connect").await;
+            close_ws(
+                &mut ws,
+                close::MESSAGE_TOO_BIG,
+                "frame too large before connect",
+            )
+            .await;
             return;
         }
         Ok(Some(Err(_))) => return,
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(Message::Binary(_)))) => {
-            close_ws(&mut ws, close::UNSUPPORTED_DATA, "binary frames are not supported").await;
+            close_ws(
+                &mut ws,
+                close::UNSUPPORTED_DATA,
+                "binary frames are not supported",
+            )
+            .await;
             return;
         }
         Ok(Some(Ok(Message::Close(_)))) => return,
@@ -111,7 +128,12 @@ pub async fn handle(
         }
     };
     if text.len() > PRE_AUTH_MAX_FRAME {
-        close_ws(&mut ws, close::MESSAGE_TOO_BIG, "frame too large before connect").await;
+        close_ws(
+            &mut ws,
+            close::MESSAGE_TOO_BIG,
+            "frame too large before connect",
+        )
+        .await;
         return;
     }
 
@@ -216,7 +238,10 @@ pub async fn handle(
         },
         policy: gw.policy(),
     };
-    let hello = Frame::Res(Response::ok(req_id, serde_json::to_value(hello).unwrap_or_default()));
+    let hello = Frame::Res(Response::ok(
+        req_id,
+        serde_json::to_value(hello).unwrap_or_default(),
+    ));
     if ws.send(Message::text(hello.to_text())).await.is_err() {
         gw.unregister(id);
         return;
@@ -292,7 +317,11 @@ async fn handle_text(gw: &Arc<Gateway>, conn: &Arc<ConnHandle>, text: &str) -> R
         Ok(v) => v,
         Err(e) => return Response::err("", ErrorShape::invalid(format!("malformed JSON: {e}"))),
     };
-    let id = value.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let frame: Frame = match serde_json::from_value(value) {
         Ok(f) => f,
         Err(e) => return Response::err(id, ErrorShape::invalid(format!("not a frame: {e}"))),
@@ -311,10 +340,17 @@ async fn handle_text(gw: &Arc<Gateway>, conn: &Arc<ConnHandle>, text: &str) -> R
 
 /// Parses the first frame: it must be a `connect` request with well-typed params.
 fn parse_connect(text: &str) -> Result<(String, ConnectParams), (String, ErrorShape)> {
-    let frame: Frame = serde_json::from_str(text)
-        .map_err(|e| (String::new(), ErrorShape::invalid(format!("malformed first frame: {e}"))))?;
+    let frame: Frame = serde_json::from_str(text).map_err(|e| {
+        (
+            String::new(),
+            ErrorShape::invalid(format!("malformed first frame: {e}")),
+        )
+    })?;
     let Frame::Req(req) = frame else {
-        return Err((String::new(), ErrorShape::invalid("the first frame must be a connect request")));
+        return Err((
+            String::new(),
+            ErrorShape::invalid("the first frame must be a connect request"),
+        ));
     };
     if req.method != "connect" {
         return Err((
@@ -322,14 +358,22 @@ fn parse_connect(text: &str) -> Result<(String, ConnectParams), (String, ErrorSh
             ErrorShape::invalid(format!("{:?} before connect: connect first", req.method)),
         ));
     }
-    let params: ConnectParams = serde_json::from_value(req.params)
-        .map_err(|e| (req.id.clone(), ErrorShape::invalid(format!("invalid connect params: {e}"))))?;
+    let params: ConnectParams = serde_json::from_value(req.params).map_err(|e| {
+        (
+            req.id.clone(),
+            ErrorShape::invalid(format!("invalid connect params: {e}")),
+        )
+    })?;
     Ok((req.id, params))
 }
 
 async fn reject(ws: &mut Ws, id: &str, error: ErrorShape, code: u16) {
     let reason = error.code.as_str();
-    let _ = ws.send(Message::text(Frame::Res(Response::err(id, error.clone())).to_text())).await;
+    let _ = ws
+        .send(Message::text(
+            Frame::Res(Response::err(id, error.clone())).to_text(),
+        ))
+        .await;
     close_ws(ws, code, reason).await;
 }
 

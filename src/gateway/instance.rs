@@ -129,7 +129,10 @@ mod tests {
         assert!(!is_running(&home));
         let lock = acquire(&home).unwrap();
         assert!(is_running(&home));
-        assert!(matches!(acquire(&home), Err(LockError::AlreadyRunning { .. })));
+        assert!(matches!(
+            acquire(&home),
+            Err(LockError::AlreadyRunning { .. })
+        ));
         drop(lock);
         assert!(!is_running(&home));
         acquire(&home).unwrap();

@@ -20,7 +20,10 @@ pub async fn dispatch(
     params: Value,
 ) -> Result<Value, ErrorShape> {
     let spec = lookup(method).ok_or_else(|| {
-        ErrorShape::new(ErrorCode::UnknownMethod, format!("unknown method {method:?}"))
+        ErrorShape::new(
+            ErrorCode::UnknownMethod,
+            format!("unknown method {method:?}"),
+        )
     })?;
     if !spec.scope.is_satisfied_by(&conn.scopes) {
         return Err(ErrorShape::new(

@@ -125,8 +125,11 @@ impl Gateway {
     }
 
     pub fn presence(&self) -> Vec<PresenceEntry> {
-        let mut list: Vec<PresenceEntry> =
-            self.read_conns().values().map(|c| c.presence.clone()).collect();
+        let mut list: Vec<PresenceEntry> = self
+            .read_conns()
+            .values()
+            .map(|c| c.presence.clone())
+            .collect();
         list.sort_by_key(|p| p.connected_at_ms);
         list
     }

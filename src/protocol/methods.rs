@@ -99,7 +99,8 @@ impl Scope {
 
     /// Whether holding `held` satisfies a requirement of `self`.
     pub fn is_satisfied_by(self, held: &[Scope]) -> bool {
-        held.contains(&self) || (self.role() == Role::Operator && held.contains(&Scope::OperatorAdmin))
+        held.contains(&self)
+            || (self.role() == Role::Operator && held.contains(&Scope::OperatorAdmin))
     }
 }
 
@@ -194,9 +195,17 @@ mod tests {
 
     #[test]
     fn asking_for_admin_never_yields_more_than_granted() {
-        let got = effective_scopes(Role::Operator, &[Scope::OperatorAdmin], &[Scope::OperatorRead]);
+        let got = effective_scopes(
+            Role::Operator,
+            &[Scope::OperatorAdmin],
+            &[Scope::OperatorRead],
+        );
         assert_eq!(got, vec![Scope::OperatorRead]);
-        let got = effective_scopes(Role::Operator, &[Scope::OperatorRead], &[Scope::OperatorAdmin]);
+        let got = effective_scopes(
+            Role::Operator,
+            &[Scope::OperatorRead],
+            &[Scope::OperatorAdmin],
+        );
         assert_eq!(got, vec![Scope::OperatorRead]);
         let got = effective_scopes(Role::Operator, &[Scope::NodeExec], &[Scope::NodeExec]);
         assert!(got.is_empty(), "a role never gets another role's scopes");

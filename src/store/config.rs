@@ -145,6 +145,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.yaml");
         std::fs::write(&p, "gateway:\n  bind: localhost\n").unwrap();
-        assert!(Config::load(&p).unwrap_err().to_string().contains("gateway.bind"));
+        assert!(
+            Config::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("gateway.bind")
+        );
     }
 }

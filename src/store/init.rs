@@ -23,7 +23,11 @@ pub fn ensure(home: &Home) -> Result<InitReport, StoreError> {
             report.existing.push(p)
         }
     };
-    for dir in [home.root().to_path_buf(), home.identity_dir(), home.gateway_dir()] {
+    for dir in [
+        home.root().to_path_buf(),
+        home.identity_dir(),
+        home.gateway_dir(),
+    ] {
         let existed = dir.exists();
         fsutil::ensure_private_dir(&dir)?;
         if dir == home.root() {

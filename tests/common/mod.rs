@@ -119,16 +119,20 @@ impl TestHome {
             pid,
             url: String::new(),
         };
-        let url = wait_for("gateway.json of the new gateway", Duration::from_secs(20), || {
-            if let Some(Ok(Some(status))) = proc.child.as_mut().map(|c| c.try_wait()) {
-                let out = proc.child.take().unwrap().wait_with_output().unwrap();
-                panic!(
-                    "gateway exited early ({status}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            self.gateway_json().filter(|g| g.pid == pid).map(|g| g.url)
-        });
+        let url = wait_for(
+            "gateway.json of the new gateway",
+            Duration::from_secs(20),
+            || {
+                if let Some(Ok(Some(status))) = proc.child.as_mut().map(|c| c.try_wait()) {
+                    let out = proc.child.take().unwrap().wait_with_output().unwrap();
+                    panic!(
+                        "gateway exited early ({status}): {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                self.gateway_json().filter(|g| g.pid == pid).map(|g| g.url)
+            },
+        );
         proc.url = url;
         proc
     }

@@ -56,7 +56,10 @@ impl Raw {
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.ws.send(Message::Binary(Bytes::from(bytes))).await.unwrap();
+        self.ws
+            .send(Message::Binary(Bytes::from(bytes)))
+            .await
+            .unwrap();
     }
 
     pub async fn send_json(&mut self, v: Value) {
@@ -92,7 +95,9 @@ impl Raw {
             match self.recv().await {
                 Got::Frame(Frame::Res(r)) => return r,
                 Got::Frame(_) => continue,
-                Got::Closed(code, reason) => panic!("closed ({code:?} {reason}) instead of a response"),
+                Got::Closed(code, reason) => {
+                    panic!("closed ({code:?} {reason}) instead of a response")
+                }
             }
         }
     }
@@ -113,7 +118,12 @@ impl Raw {
         r.error.unwrap().code.to_string()
     }
 
-    pub async fn request(&mut self, id: &str, method: &str, params: Value) -> viber::protocol::Response {
+    pub async fn request(
+        &mut self,
+        id: &str,
+        method: &str,
+        params: Value,
+    ) -> viber::protocol::Response {
         self.send_json(json!({"type": "req", "id": id, "method": method, "params": params}))
             .await;
         loop {
