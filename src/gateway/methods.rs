@@ -32,11 +32,28 @@ pub async fn dispatch(
         )
         .with_details(json!({"missingScope": spec.scope, "method": method})));
     }
-    if spec.side_effect && idempotency_key(&params).is_none() {
-        return Err(ErrorShape::invalid(format!(
-            "{method} requires params.idempotencyKey (1..128 characters)"
-        )));
+    if spec.side_effect {
+        let Some(key) = idempotency_key(&params).map(str::to_string) else {
+            return Err(ErrorShape::invalid(format!(
+                "{method} requires params.idempotencyKey (1..128 characters)"
+            )));
+        };
+        let p = params.clone();
+        return gw
+            .idempotency
+            .run(&key, method, &params, || handle(gw, conn, method, p))
+            .await;
     }
+    handle(gw, conn, method, params).await
+}
+
+/// Answers one request whose scope and idempotency key were already checked.
+async fn handle(
+    gw: &Arc<Gateway>,
+    conn: &Arc<ConnHandle>,
+    method: &str,
+    params: Value,
+) -> Result<Value, ErrorShape> {
     match method {
         "health" => {
             let _: NoParams = decode(params)?;

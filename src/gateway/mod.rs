@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod idempotency;
 pub mod instance;
 pub mod methods;
 pub mod outbox;
@@ -52,6 +53,7 @@ pub struct Gateway {
     pub devices: Mutex<DeviceStore>,
     devices_dirty: AtomicBool,
     pub pending: Mutex<PendingStore>,
+    pub idempotency: idempotency::IdempotencyStore,
     pub limiter: Mutex<RateLimiter>,
     conns: RwLock<HashMap<u64, Arc<ConnHandle>>>,
     next_conn: AtomicU64,
@@ -77,12 +79,14 @@ impl Gateway {
         }
         let devices = DeviceStore::load(&home.devices())?;
         let pending = PendingStore::load(&home.pending())?;
+        let idempotency = idempotency::IdempotencyStore::load(&home.idempotency())?;
         Ok(Gateway {
             token,
             url,
             devices: Mutex::new(devices),
             devices_dirty: AtomicBool::new(false),
             pending: Mutex::new(pending),
+            idempotency,
             limiter: Mutex::new(RateLimiter::default()),
             conns: RwLock::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
