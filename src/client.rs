@@ -53,6 +53,8 @@ pub struct ConnectOptions {
     pub scopes: Vec<Scope>,
     pub client_id: String,
     pub mode: ClientMode,
+    /// A human name for this device, shown when it asks to be paired.
+    pub display_name: Option<String>,
 }
 
 impl ConnectOptions {
@@ -65,12 +67,14 @@ impl ConnectOptions {
             scopes: vec![Scope::OperatorAdmin],
             client_id: "viber-cli".into(),
             mode: ClientMode::Cli,
+            display_name: None,
         }
     }
 
     fn client_info(&self) -> ClientInfo {
         ClientInfo {
             id: self.client_id.clone(),
+            display_name: self.display_name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             platform: std::env::consts::OS.into(),
             mode: self.mode,
@@ -323,6 +327,11 @@ impl Client {
     /// The next event or the close; `None` after the close was returned once.
     pub async fn next_incoming(&mut self) -> Option<Incoming> {
         self.incoming.recv().await
+    }
+
+    /// Hands the event stream to another task (the client keeps serving requests).
+    pub fn take_incoming(&mut self) -> mpsc::UnboundedReceiver<Incoming> {
+        std::mem::replace(&mut self.incoming, mpsc::unbounded_channel().1)
     }
 
     /// Closes politely (1000).

@@ -29,6 +29,12 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Input a user wrote (a task file, a goal) that cannot be used.
+    #[error("{0}")]
+    BadInput(String),
+    /// The verb already said everything; exit with this code and print nothing more.
+    #[error("exit status {0}")]
+    Exit(u8),
     /// The link to the gateway died (missed ticks).
     #[error("{0}")]
     LinkLost(String),
@@ -52,7 +58,8 @@ impl Error {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) => exit::USAGE,
+            Error::Usage(_) | Error::BadInput(_) => exit::USAGE,
+            Error::Exit(code) => *code,
             Error::Store(StoreError::Io { .. }) => exit::FAILED,
             Error::Store(_) => exit::USAGE,
             Error::Client(ClientError::Rejected(e)) => match e.code {
@@ -77,6 +84,8 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Usage(_) => "USAGE",
+            Error::BadInput(_) => "BAD_INPUT",
+            Error::Exit(_) => "EXIT",
             Error::Store(StoreError::Io { .. }) => "IO",
             Error::Store(_) => "BAD_FILE",
             Error::Client(ClientError::Rejected(e)) => e.code.as_str(),

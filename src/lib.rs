@@ -5,6 +5,7 @@
 //! alone, so every party speaks the same frames by construction.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod client;
 pub mod cmd;
 pub mod error;
@@ -14,5 +15,6 @@ pub mod logging;
 pub mod output;
 pub mod protocol;
 pub mod store;
+pub mod terminal;
 
 pub use error::Error;

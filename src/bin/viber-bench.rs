@@ -1,1 +1,1436 @@
-fn main(){}
+//! `viber-bench`: the load generator behind DESIGN.md section 9. Each scenario prints
+//! exactly one JSON object (`"schema":"viber.bench/v1"`) on stdout; progress goes to stderr.
+//!
+//! Why ratios against baselines measured in the same run: absolute figures (requests per
+//! second, handshakes per second) say as much about the machine as about viber. The
+//! project's machine has 2 cores shared by the gateway, the load generator and whatever
+//! else happens to run, and its speed drifts from one minute to the next. So every
+//! throughput target is stated against a baseline that needs the same hardware and is
+//! measured in the same invocation, under the same load shape: the handshake rate against
+//! raw Ed25519 verifications per second on one core, the gateway's request rate against a
+//! bare tokio-tungstenite echo server driven by the same client code, and the `status`
+//! round trip next to the bare cost of spawning the `viber` binary. A ratio taken this way
+//! is stable where an absolute number is not, and it is what the targets are about.
+//!
+//! Every scenario that needs a gateway runs the real `viber` binary (the one next to this
+//! executable unless `--viber` says otherwise) in a fresh temporary VIBER_HOME, listening
+//! on 127.0.0.1 port 0, and always stops it (SIGTERM, then SIGKILL after a deadline) and
+//! removes the home, even when the scenario fails. Every loop is bounded by a count and a
+//! deadline; all traffic goes to 127.0.0.1.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Parser, Subcommand};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use viber::client::{Client, ConnectOptions, Incoming};
+use viber::gateway::instance::GatewayInfo;
+use viber::identity::DeviceKey;
+use viber::protocol::{Frame, Scope};
+use viber::store::Home;
+
+const SCHEMA: &str = "viber.bench/v1";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "viber-bench",
+    about = "Load generator for the DESIGN.md section 9 performance targets",
+    long_about = "Runs one scenario against a freshly spawned gateway (127.0.0.1, temporary \
+                  VIBER_HOME) and prints one JSON object on stdout; `all` prints one per line. \
+                  Throughput figures come with a baseline measured in the same run."
+)]
+struct Cli {
+    /// The viber binary to benchmark [default: `viber` next to this executable]
+    #[arg(long, global = true, value_name = "PATH")]
+    viber: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Scenario {
+    /// `viber status --json` as a whole process, N times; median/p95/min ms
+    Roundtrip(RoundtripArgs),
+    /// Gateway spawn to first completed handshake, N times; plus idle RSS
+    Spawn(SpawnArgs),
+    /// Handshakes per second against one gateway vs raw Ed25519 verify speed
+    Connect(ConnectArgs),
+    /// Hold N authenticated idle connections; gateway RSS and time to establish
+    Idle(IdleArgs),
+    /// Pipelined `health` requests per second vs a bare tokio-tungstenite echo server
+    Rpc(RpcArgs),
+    /// Only the echo-server side of `rpc`
+    EchoBaseline(RpcArgs),
+    /// Every scenario with modest defaults, one JSON object per line
+    All,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RoundtripArgs {
+    /// Timed runs
+    #[arg(long, default_value_t = 50)]
+    n: usize,
+    /// Untimed runs first (page cache, pairing)
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct SpawnArgs {
+    /// Gateway starts to time
+    #[arg(long, default_value_t = 10)]
+    n: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ConnectArgs {
+    /// Handshakes to perform
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    /// Handshakes in flight at once
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Signature verifications for the one-core baseline
+    #[arg(long, default_value_t = 20_000)]
+    verify_n: usize,
+    /// Scope the connections ask for (operator.read and operator.admin receive the presence
+    /// event every other connect and close causes; operator.write does not)
+    #[arg(long, default_value = "operator.admin")]
+    scope: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct IdleArgs {
+    /// Idle connections to hold
+    #[arg(long, default_value_t = 10_000)]
+    n: usize,
+    /// Handshakes in flight while establishing them
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Scope every idle connection asks for (operator.read and operator.admin receive
+    /// presence events, operator.write does not)
+    #[arg(long, default_value = "operator.admin")]
+    scope: String,
+    /// Give up establishing connections after this many seconds and report how many made it
+    #[arg(long, default_value_t = 180)]
+    deadline_secs: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RpcArgs {
+    /// Requests per measurement, split evenly over the connections
+    #[arg(long, default_value_t = 20_000)]
+    n: usize,
+    /// Connection counts to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    connections: Vec<usize>,
+    /// Requests in flight per connection
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Measurements per figure; the median is reported
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bench = match Bench::new(cli.viber) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("viber-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runs = match cli.scenario {
+        Scenario::All => all_scenarios(),
+        one => vec![one],
+    };
+    let mut failed = false;
+    for scenario in runs {
+        let name = scenario.name();
+        eprintln!("viber-bench: running {name}");
+        let started = Instant::now();
+        let mut obj = match scenario.run(&bench) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("viber-bench: {name} failed: {e:#}");
+                failed = true;
+                json!({"schema": SCHEMA, "scenario": name, "error": format!("{e:#}")})
+            }
+        };
+        obj["machine"] = machine();
+        obj["wallSeconds"] = json!(round(started.elapsed().as_secs_f64(), 1));
+        println!("{}", schema_first(obj));
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One line of JSON with `schema` and `scenario` first (serde_json sorts the rest).
+fn schema_first(mut obj: Value) -> String {
+    let field = |v: Value| serde_json::to_string(&v).expect("JSON serializes");
+    let head = format!(
+        "{{\"schema\":{},\"scenario\":{}",
+        field(obj["schema"].take()),
+        field(obj["scenario"].take())
+    );
+    if let Some(map) = obj.as_object_mut() {
+        map.remove("schema");
+        map.remove("scenario");
+    }
+    let rest = field(obj);
+    match rest.strip_prefix('{').filter(|r| *r != "}") {
+        Some(r) => format!("{head},{r}"),
+        None => format!("{head}}}"),
+    }
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Roundtrip(_) => "roundtrip",
+            Scenario::Spawn(_) => "spawn",
+            Scenario::Connect(_) => "connect",
+            Scenario::Idle(_) => "idle",
+            Scenario::Rpc(_) => "rpc",
+            Scenario::EchoBaseline(_) => "echo-baseline",
+            Scenario::All => "all",
+        }
+    }
+
+    fn run(&self, b: &Bench) -> Result<Value> {
+        match self {
+            Scenario::Roundtrip(a) => roundtrip(b, a),
+            Scenario::Spawn(a) => spawn(b, a),
+            Scenario::Connect(a) => connect(b, a),
+            Scenario::Idle(a) => idle(b, a),
+            Scenario::Rpc(a) => rpc(b, a, true),
+            Scenario::EchoBaseline(a) => rpc(b, a, false),
+            Scenario::All => bail!("`all` is a list of scenarios, not one"),
+        }
+    }
+}
+
+/// `all`: every scenario, sized to finish in a few minutes on 2 cores.
+fn all_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::Roundtrip(RoundtripArgs { n: 30, warmup: 2 }),
+        Scenario::Spawn(SpawnArgs { n: 10 }),
+        Scenario::Connect(ConnectArgs {
+            n: 2000,
+            concurrency: 32,
+            verify_n: 20_000,
+            scope: "operator.admin".into(),
+        }),
+        Scenario::Idle(IdleArgs {
+            n: 1000,
+            concurrency: 64,
+            scope: "operator.admin".into(),
+            deadline_secs: 120,
+        }),
+        Scenario::Rpc(RpcArgs {
+            n: 20_000,
+            connections: vec![1, 16],
+            window: 64,
+            rounds: 3,
+        }),
+    ]
+}
+
+/// What every scenario shares: the binary under test and the load generator's runtime.
+struct Bench {
+    viber: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    fn new(viber: Option<PathBuf>) -> Result<Self> {
+        let viber = match viber {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .context("cannot find this executable")?
+                .parent()
+                .ok_or_else(|| anyhow!("this executable has no parent directory"))?
+                .join("viber"),
+        };
+        if !viber.is_file() {
+            bail!(
+                "{} does not exist: build it (cargo build --release --bins) or pass --viber",
+                viber.display()
+            );
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Bench { viber, rt })
+    }
+
+    /// A `viber` command that ignores the caller's VIBER_* environment.
+    fn viber(&self) -> Command {
+        let mut cmd = Command::new(&self.viber);
+        cmd.env_remove("VIBER_HOME")
+            .env_remove("VIBER_GATEWAY_URL")
+            .env_remove("VIBER_GATEWAY_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures: a temporary VIBER_HOME and a gateway process that is always stopped.
+
+/// A fresh, initialized VIBER_HOME under the system temp dir, removed on drop.
+struct TempHome {
+    root: PathBuf,
+}
+
+impl TempHome {
+    fn new(bench: &Bench, label: &str) -> Result<Self> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "viber-bench-{}-{label}-{nanos:09}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let root = std::env::temp_dir().join(name);
+        std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        let home = TempHome { root };
+        let out = bench
+            .viber()
+            .arg("--home")
+            .arg(&home.root)
+            .arg("init")
+            .output()
+            .context("cannot run viber init")?;
+        if !out.status.success() {
+            bail!(
+                "viber init failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(home)
+    }
+
+    fn home(&self) -> Home {
+        Home::new(&self.root)
+    }
+
+    fn key(&self) -> Result<DeviceKey> {
+        Ok(DeviceKey::load(&self.home().device_key())?)
+    }
+
+    fn token(&self) -> Result<String> {
+        let path = self.home().gateway_token();
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    fn options(&self, url: &str, scopes: Vec<Scope>) -> Result<ConnectOptions> {
+        let mut opts = ConnectOptions::operator(url);
+        opts.token = Some(self.token()?);
+        opts.scopes = scopes;
+        opts.client_id = "viber-bench".into();
+        Ok(opts)
+    }
+}
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            eprintln!("viber-bench: cannot remove {}: {e}", self.root.display());
+        }
+    }
+}
+
+/// A `viber gateway --bind 127.0.0.1:0` child. Dropping it stops it.
+struct GatewayProc {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+    url: String,
+    stopped: bool,
+}
+
+impl GatewayProc {
+    /// Spawns the gateway and returns at once; [`GatewayProc::wait_ready`] waits for it.
+    fn launch(bench: &Bench, home: &TempHome) -> Result<Self> {
+        let log = home.root.join("bench-gateway.log");
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let child = bench
+            .viber()
+            .arg("--home")
+            .arg(&home.root)
+            .args(["gateway", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot spawn viber gateway")?;
+        let pid = child.id();
+        Ok(GatewayProc {
+            child,
+            pid,
+            log,
+            url: String::new(),
+            stopped: false,
+        })
+    }
+
+    /// Polls `gateway/gateway.json` every `poll` until it names this process.
+    fn wait_ready(&mut self, home: &TempHome, poll: Duration, timeout: Duration) -> Result<()> {
+        let path = home.home().gateway_json();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(info) = serde_json::from_str::<GatewayInfo>(&text)
+                && info.pid == self.pid
+            {
+                self.url = info.url;
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                self.stopped = true;
+                bail!(
+                    "the gateway exited during start-up ({status}): {}",
+                    self.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the gateway did not write {} within {timeout:?}",
+                    path.display()
+                );
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    fn start(bench: &Bench, home: &TempHome) -> Result<Self> {
+        let mut gw = Self::launch(bench, home)?;
+        gw.wait_ready(home, Duration::from_millis(2), Duration::from_secs(10))?;
+        eprintln!("viber-bench: gateway pid {} on {}", gw.pid, gw.url);
+        Ok(gw)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// SIGTERM, wait up to 10 s, then SIGKILL. Returns how long the clean stop took.
+    fn stop(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        if self.stopped {
+            return Ok(Duration::ZERO);
+        }
+        self.stopped = true;
+        if self.child.try_wait()?.is_some() {
+            return Ok(Duration::ZERO);
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid)?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .with_context(|| format!("cannot signal the gateway (pid {})", self.pid))?;
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            if self.child.try_wait()?.is_some() {
+                return Ok(started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "the gateway (pid {}) ignored SIGTERM for 10 s; killed it",
+                    self.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn rss_mb(&self) -> Result<f64> {
+        proc_status_mb(self.pid, "VmRSS")
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("viber-bench: {e:#}");
+        }
+    }
+}
+
+/// A `kB` line of /proc/PID/status, in MB.
+fn proc_status_mb(pid: u32, field: &str) -> Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no {field} in {path}"))?;
+    Ok(round(kb / 1024.0, 1))
+}
+
+/// CPU time (user + system, all threads) a process has used so far, in ms. /proc/PID/stat
+/// counts in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10.0)
+}
+
+/// The soft RLIMIT_NOFILE of a process, from /proc/PID/limits.
+fn open_files_limit(pid: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers.
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// min / median / p95 / max / mean of millisecond samples.
+fn summary(samples: &[f64]) -> Value {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+    json!({
+        "n": s.len(),
+        "minMs": round(s.first().copied().unwrap_or(f64::NAN), 2),
+        "medianMs": round(percentile(&s, 50.0), 2),
+        "p95Ms": round(percentile(&s, 95.0), 2),
+        "maxMs": round(s.last().copied().unwrap_or(f64::NAN), 2),
+        "meanMs": round(mean, 2),
+    })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile(&s, 50.0)
+}
+
+/// One DESIGN.md section 9 target, judged.
+fn target(name: &str, value: f64, op: &str, limit: f64) -> Value {
+    let met = match op {
+        "<" => value < limit,
+        "<=" => value <= limit,
+        ">=" => value >= limit,
+        _ => false,
+    };
+    json!({"target": name, "value": round(value, 3), "op": op, "limit": limit, "met": met})
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_default();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "date": jiff::Timestamp::now().to_string(),
+    })
+}
+
+/// `Client::connect`, retried while the gateway refuses TCP (it may still be starting).
+async fn connect_retry(
+    key: &DeviceKey,
+    opts: &ConnectOptions,
+    timeout: Duration,
+) -> Result<Client> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match Client::connect(key, opts).await {
+            Ok(c) => return Ok(c),
+            Err(viber::client::ClientError::Unreachable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// roundtrip: `viber status --json` as a whole process.
+
+fn roundtrip(b: &Bench, a: &RoundtripArgs) -> Result<Value> {
+    let home = TempHome::new(b, "roundtrip")?;
+    let mut gw = GatewayProc::start(b, &home)?;
+    let status = || -> Result<Duration> {
+        let t = Instant::now();
+        let out = b
+            .viber()
+            .arg("--home")
+            .arg(&home.root)
+            .args(["status", "--json"])
+            .output()
+            .context("cannot run viber status")?;
+        let took = t.elapsed();
+        if !out.status.success() {
+            bail!(
+                "viber status failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let v: Value =
+            serde_json::from_slice(&out.stdout).context("viber status printed no JSON")?;
+        if v["schema"] != "viber.status/v1" {
+            bail!("unexpected viber status output: {v}");
+        }
+        Ok(took)
+    };
+    for _ in 0..a.warmup {
+        status()?;
+    }
+    let mut samples = Vec::with_capacity(a.n);
+    for _ in 0..a.n {
+        samples.push(ms(status()?));
+    }
+    // Baseline: the same binary spawned and exiting without touching the network.
+    let mut baseline = Vec::with_capacity(a.n);
+    for _ in 0..a.n {
+        let t = Instant::now();
+        let out = b
+            .viber()
+            .arg("--version")
+            .output()
+            .context("cannot run viber --version")?;
+        if !out.status.success() {
+            bail!("viber --version failed ({})", out.status);
+        }
+        baseline.push(ms(t.elapsed()));
+    }
+    gw.stop()?;
+    let s = summary(&samples);
+    let med = s["medianMs"].as_f64().unwrap_or(f64::NAN);
+    let base_med = median(&baseline);
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "roundtrip",
+        "params": {"n": a.n, "warmup": a.warmup, "command": "viber --home H status --json"},
+        "status": s,
+        "processBaseline": {"command": "viber --version", "timing": summary(&baseline)},
+        "overMedianBaselineMs": round(med - base_med, 2),
+        "targets": [target("status --json round trip median ms", med, "<", 15.0)],
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// spawn: gateway process start to first completed handshake.
+
+fn spawn(b: &Bench, a: &SpawnArgs) -> Result<Value> {
+    let home = TempHome::new(b, "spawn")?;
+    let key = home.key()?;
+    let token = home.token()?;
+    let mut to_json = Vec::new();
+    let mut to_ready = Vec::new();
+    let mut stops = Vec::new();
+    let mut idle = Value::Null;
+    for i in 0..a.n.max(1) {
+        let _ = std::fs::remove_file(home.home().gateway_json());
+        let t0 = Instant::now();
+        let mut gw = GatewayProc::launch(b, &home)?;
+        gw.wait_ready(&home, Duration::from_millis(1), Duration::from_secs(10))?;
+        let json_at = t0.elapsed();
+        let mut opts = ConnectOptions::operator(gw.url.clone());
+        opts.token = Some(token.clone());
+        opts.client_id = "viber-bench".into();
+        let client =
+            b.rt.block_on(connect_retry(&key, &opts, Duration::from_secs(10)))?;
+        let ready_at = t0.elapsed();
+        to_json.push(ms(json_at));
+        to_ready.push(ms(ready_at));
+        if i + 1 == a.n.max(1) {
+            // Idle footprint: a fresh gateway holding this one connection, after it settled.
+            std::thread::sleep(Duration::from_millis(500));
+            let health = b.rt.block_on(client.request("health", json!({})))?;
+            idle = json!({
+                "connections": health["connections"],
+                "rssMb": gw.rss_mb()?,
+                "peakRssMb": proc_status_mb(gw.pid, "VmHWM")?,
+            });
+        }
+        client.close();
+        drop(client);
+        stops.push(ms(gw.stop()?));
+    }
+    let ready = summary(&to_ready);
+    let med = ready["medianMs"].as_f64().unwrap_or(f64::NAN);
+    let rss = idle["rssMb"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "spawn",
+        "params": {"n": a.n.max(1), "pollMs": 1, "command": "viber --home H gateway --bind 127.0.0.1:0"},
+        "spawnToHandshake": ready,
+        "spawnToGatewayJson": summary(&to_json),
+        "sigtermToExit": summary(&stops),
+        "idle": idle,
+        "targets": [
+            target("gateway spawn to accepting connections median ms", med, "<", 50.0),
+            target("idle gateway RSS MB", rss, "<", 20.0),
+        ],
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// connect: handshakes per second vs raw Ed25519 verifications per second on one core.
+
+fn connect(b: &Bench, a: &ConnectArgs) -> Result<Value> {
+    let scope: Scope = a.scope.parse().map_err(|e: String| anyhow!(e))?;
+    let home = TempHome::new(b, "connect")?;
+    let mut gw = GatewayProc::start(b, &home)?;
+    let key = Arc::new(home.key()?);
+    let opts = Arc::new(home.options(&gw.url, vec![scope])?);
+    let admin = home.options(&gw.url, vec![Scope::OperatorAdmin])?;
+    let n = a.n;
+    let concurrency = a.concurrency.clamp(1, n.max(1));
+    let gw_pid = gw.pid;
+    let (elapsed, latencies, errors, first_error, gw_cpu, own_cpu) = b.rt.block_on(async {
+        // The first connection pairs the device (with every operator scope); keep it out
+        // of the measurement.
+        connect_retry(&key, &admin, Duration::from_secs(5))
+            .await?
+            .close();
+        let next = Arc::new(AtomicUsize::new(0));
+        let cpu0 = (cpu_ms(gw_pid), cpu_ms(std::process::id()));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (key, opts, next) = (key.clone(), opts.clone(), next.clone());
+            workers.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0usize;
+                let mut first_error = None;
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let t = Instant::now();
+                    match Client::connect(&key, &opts).await {
+                        Ok(c) => {
+                            lat.push(ms(t.elapsed()));
+                            c.close();
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                (lat, errors, first_error)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        let mut first_error = None;
+        for w in workers {
+            let (lat, e, fe) = w.await?;
+            latencies.extend(lat);
+            errors += e;
+            if first_error.is_none() {
+                first_error = fe;
+            }
+        }
+        let elapsed = started.elapsed();
+        let gw_cpu = cpu0.0.zip(cpu_ms(gw_pid)).map(|(a, b)| b - a);
+        let own_cpu = cpu0.1.zip(cpu_ms(std::process::id())).map(|(a, b)| b - a);
+        Ok::<_, anyhow::Error>((elapsed, latencies, errors, first_error, gw_cpu, own_cpu))
+    })?;
+    gw.stop()?;
+    if latencies.is_empty() {
+        bail!(
+            "no handshake succeeded: {}",
+            first_error.unwrap_or_default()
+        );
+    }
+    let handshakes_per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+    // The baseline runs with the gateway stopped, so it has a core to itself.
+    let verify = verify_baseline(a.verify_n.max(100))?;
+    let raw = verify["rawVerifyPerSec"].as_f64().unwrap_or(f64::NAN);
+    let ratio = raw / handshakes_per_s;
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "connect",
+        "params": {"n": n, "concurrency": concurrency, "verifyN": a.verify_n.max(100), "scope": scope.as_str(),
+                   "what": "Client::connect (TCP + WebSocket upgrade + challenge + signed connect + hello-ok), then close"},
+        "handshakes": latencies.len(),
+        "errors": errors,
+        "firstError": first_error,
+        "seconds": round(elapsed.as_secs_f64(), 3),
+        "handshakesPerSec": round(handshakes_per_s, 1),
+        "handshakeLatency": summary(&latencies),
+        "gatewayCpuUsPerHandshake": gw_cpu.map(|c| round(c * 1000.0 / latencies.len() as f64, 1)),
+        "benchCpuUsPerHandshake": own_cpu.map(|c| round(c * 1000.0 / latencies.len() as f64, 1)),
+        "verifyBaseline": verify,
+        "verifyOverHandshakeRatio": round(ratio, 3),
+        "targets": [target("raw verify/s over handshakes/s (handshake rate within 2x of verify)", ratio, "<=", 2.0)],
+    }))
+}
+
+/// Ed25519 verifications per second on this thread, of exactly what the gateway verifies
+/// (a real `connect` signature payload): raw ed25519-dalek with the key and signature
+/// already decoded, and the gateway's own path (`viber::identity::verify`, which decodes
+/// base64 and the curve point first).
+fn verify_baseline(n: usize) -> Result<Value> {
+    let key = DeviceKey::generate("viber-bench");
+    let mut opts = ConnectOptions::operator("ws://127.0.0.1:1");
+    opts.token = Some("t".repeat(64));
+    let params = viber::client::connect_params(&key, &opts, &viber::identity::random_b64(32));
+    let payload = params.signature_payload();
+    let raw = key.public_raw();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw)?;
+    let sig_bytes = URL_SAFE_NO_PAD.decode(&params.device.signature)?;
+    let sig = ed25519_dalek::Signature::from_slice(&sig_bytes)?;
+
+    let t = Instant::now();
+    for _ in 0..n {
+        vk.verify_strict(std::hint::black_box(payload.as_bytes()), &sig)
+            .map_err(|e| anyhow!("baseline signature does not verify: {e}"))?;
+    }
+    let strict = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..n {
+        ed25519_dalek::Verifier::verify(&vk, std::hint::black_box(payload.as_bytes()), &sig)
+            .map_err(|e| anyhow!("baseline signature does not verify: {e}"))?;
+    }
+    let plain = n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..n {
+        viber::identity::verify(
+            &raw,
+            std::hint::black_box(payload.as_bytes()),
+            &params.device.signature,
+        )
+        .map_err(|e| anyhow!("gateway-path verify failed: {e}"))?;
+    }
+    let gateway_path = n as f64 / t.elapsed().as_secs_f64();
+    Ok(json!({
+        "payloadBytes": payload.len(),
+        "rawVerifyPerSec": round(plain, 1),
+        "rawVerifyStrictPerSec": round(strict, 1),
+        "gatewayVerifyPathPerSec": round(gateway_path, 1),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// idle: many authenticated idle connections.
+
+fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
+    let scope: Scope = a.scope.parse().map_err(|e: String| anyhow!(e))?;
+    let need = a.n as u64 + 256;
+    let limit = open_files_limit("self").unwrap_or(0);
+    if limit < need {
+        bail!(
+            "RLIMIT_NOFILE is {limit}, {need} needed for {} connections (the gateway inherits it): \
+             run `ulimit -n {need}` (or `prlimit --nofile={need} viber-bench ...`) first",
+            a.n
+        );
+    }
+    let home = TempHome::new(b, "idle")?;
+    let mut gw = GatewayProc::start(b, &home)?;
+    let gw_limit = open_files_limit(&gw.pid.to_string());
+    let key = Arc::new(home.key()?);
+    let opts = Arc::new(home.options(&gw.url, vec![scope])?);
+    // The first connection pairs the device with every operator scope, so the probe below
+    // can ask for `health` whatever scope the idle connections use.
+    let admin = home.options(&gw.url, vec![Scope::OperatorAdmin])?;
+    let rss_before = gw.rss_mb()?;
+    let n = a.n;
+    let deadline = Duration::from_secs(a.deadline_secs);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let events = Arc::new(AtomicU64::new(0));
+    // (connections, seconds) at every tenth of n: shows how establishing scales.
+    let milestones = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let step = (n / 10).max(1);
+    let gw_pid = gw.pid;
+    let cpu0 = (cpu_ms(gw_pid), cpu_ms(std::process::id()));
+    let outcome = b.rt.block_on(async {
+        connect_retry(&key, &admin, Duration::from_secs(5))
+            .await?
+            .close();
+        let next = Arc::new(AtomicUsize::new(0));
+        let established = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..a.concurrency.clamp(1, n.max(1)) {
+            let (key, opts, next, established) =
+                (key.clone(), opts.clone(), next.clone(), established.clone());
+            let (stop_rx, events, milestones) =
+                (stop_rx.clone(), events.clone(), milestones.clone());
+            workers.push(tokio::spawn(async move {
+                let mut holders = Vec::new();
+                let mut errors = 0usize;
+                let mut first_error: Option<String> = None;
+                while started.elapsed() < deadline && next.fetch_add(1, Ordering::Relaxed) < n {
+                    match tokio::time::timeout(
+                        Duration::from_secs(30),
+                        Client::connect(&key, &opts),
+                    )
+                    .await
+                    {
+                        Ok(Ok(client)) => {
+                            holders.push(tokio::spawn(hold(
+                                client,
+                                stop_rx.clone(),
+                                events.clone(),
+                            )));
+                            let done = established.fetch_add(1, Ordering::Relaxed) + 1;
+                            if done % step == 0 {
+                                let secs = started.elapsed().as_secs_f64();
+                                eprintln!(
+                                    "viber-bench: idle: {done} connections after {secs:.1} s"
+                                );
+                                milestones
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(json!({"connections": done, "seconds": round(secs, 2)}));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            first_error
+                                .get_or_insert_with(|| "handshake timed out after 30 s".into());
+                        }
+                    }
+                }
+                (holders, errors, first_error)
+            }));
+        }
+        let mut holders = Vec::new();
+        let mut errors = 0;
+        let mut first_error = None;
+        for w in workers {
+            let (h, e, fe) = w.await?;
+            holders.extend(h);
+            errors += e;
+            if first_error.is_none() {
+                first_error = fe;
+            }
+        }
+        let took = started.elapsed();
+        let cpu1 = (cpu_ms(gw_pid), cpu_ms(std::process::id()));
+        // Let the gateway settle (presence fan-out of the last connections), then ask it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let probe = connect_retry(&key, &admin, Duration::from_secs(5)).await?;
+        let health =
+            tokio::time::timeout(Duration::from_secs(30), probe.request("health", json!({})))
+                .await
+                .map_err(|_| anyhow!("health request timed out"))??;
+        probe.close();
+        let hello_bytes = serde_json::to_string(&probe.hello)
+            .map(|t| t.len())
+            .unwrap_or(0);
+        Ok::<_, anyhow::Error>((
+            holders,
+            took,
+            errors,
+            first_error,
+            health,
+            hello_bytes,
+            cpu1,
+        ))
+    });
+    let rss_after = gw.rss_mb();
+    let peak = proc_status_mb(gw.pid, "VmHWM");
+    let bench_rss = proc_status_mb(std::process::id(), "VmRSS");
+    // Stop the gateway first (it closes every connection), then release the clients.
+    let stop_took = gw.stop();
+    let _ = stop_tx.send(true);
+    let (holders, took, errors, first_error, health, hello_bytes, cpu1) = outcome?;
+    let cpu_secs =
+        |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| round((b - a) / 1000.0, 2));
+    let milestones = std::mem::take(&mut *milestones.lock().unwrap_or_else(|p| p.into_inner()));
+    let held = holders.len();
+    b.rt.block_on(async {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::future::join_all(holders),
+        )
+        .await;
+    });
+    let rss_after = rss_after?;
+    let per_conn_kb = if held > 0 {
+        (rss_after - rss_before) * 1024.0 / held as f64
+    } else {
+        f64::NAN
+    };
+    let mut targets = vec![target(
+        "gateway RSS MB with the idle connections",
+        rss_after,
+        "<",
+        200.0,
+    )];
+    if n >= 10_000 {
+        targets.push(target(
+            "idle connections held (10,000 required)",
+            held as f64,
+            ">=",
+            10_000.0,
+        ));
+    }
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "idle",
+        "params": {"n": n, "concurrency": a.concurrency, "scope": scope.as_str(), "deadlineSecs": a.deadline_secs,
+                   "openFilesLimit": {"bench": limit, "gateway": gw_limit}},
+        "established": held,
+        "complete": held == n,
+        "errors": errors,
+        "firstError": first_error,
+        "establishSeconds": round(took.as_secs_f64(), 3),
+        "milestones": milestones,
+        "gatewayCpuSecondsEstablishing": cpu_secs(cpu0.0, cpu1.0),
+        "benchCpuSecondsEstablishing": cpu_secs(cpu0.1, cpu1.1),
+        "helloOkBytesOfLastConnection": hello_bytes,
+        "gatewayReportsConnections": health["connections"],
+        "eventsReceivedByIdleClients": events.load(Ordering::Relaxed),
+        "gatewayRssMbBefore": rss_before,
+        "gatewayRssMb": rss_after,
+        "gatewayPeakRssMb": peak.ok(),
+        "gatewayKbPerConnection": round(per_conn_kb, 2),
+        "benchRssMb": bench_rss.ok(),
+        "gatewayStopMs": stop_took.ok().map(|d| round(ms(d), 1)),
+        "targets": targets,
+    }))
+}
+
+/// Holds one idle client, reading (and counting) whatever the gateway pushes, until told
+/// to stop or the gateway closes.
+async fn hold(mut client: Client, mut stop: watch::Receiver<bool>, events: Arc<AtomicU64>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                client.close();
+                return;
+            }
+            msg = client.next_incoming() => match msg {
+                Some(Incoming::Event(_)) => {
+                    events.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Incoming::Closed { .. }) | None => return,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// rpc and echo-baseline: pipelined requests, the gateway vs a bare echo server.
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a reply to one of our requests looks like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reply {
+    /// The gateway answers with a `res` frame (events in between are skipped).
+    Response,
+    /// The echo server sends our `req` frame back.
+    Echo,
+}
+
+fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
+    if a.connections.is_empty() || a.connections.contains(&0) {
+        bail!("--connections needs positive counts");
+    }
+    let window = a.window.max(1);
+    let rounds = a.rounds.max(1);
+    let echo = EchoServer::start()?;
+    let echo_url = format!("ws://{}", echo.addr);
+    // (gateway, home): a tuple drops in field order, so the gateway stops before its
+    // home is removed.
+    let mut fixture = if with_gateway {
+        let home = TempHome::new(b, "rpc")?;
+        let gw = GatewayProc::start(b, &home)?;
+        Some((gw, home))
+    } else {
+        None
+    };
+    let gateway = match &fixture {
+        Some((g, h)) => Some((h.key()?, h.options(&g.url, vec![Scope::OperatorAdmin])?)),
+        None => None,
+    };
+    let mut results = Vec::new();
+    let mut targets = Vec::new();
+    for &conns in &a.connections {
+        let per_conn = a.n.div_ceil(conns);
+        let total = per_conn * conns;
+        let r = b.rt.block_on(async {
+            let mut echo_rps = Vec::new();
+            let mut gw_rps = Vec::new();
+            let mut lib_rps = Vec::new();
+            // Warm-up of each path, then alternate so drift hits both sides alike.
+            run_raw(&echo_url, None, conns, 500, window, Reply::Echo).await?;
+            if let Some((key, opts)) = &gateway {
+                connect_retry(key, opts, Duration::from_secs(5))
+                    .await?
+                    .close();
+                run_raw(
+                    &opts.url,
+                    Some((key, opts)),
+                    conns,
+                    500,
+                    window,
+                    Reply::Response,
+                )
+                .await?;
+            }
+            for _ in 0..rounds {
+                echo_rps
+                    .push(run_raw(&echo_url, None, conns, per_conn, window, Reply::Echo).await?);
+                if let Some((key, opts)) = &gateway {
+                    gw_rps.push(
+                        run_raw(
+                            &opts.url,
+                            Some((key, opts)),
+                            conns,
+                            per_conn,
+                            window,
+                            Reply::Response,
+                        )
+                        .await?,
+                    );
+                    lib_rps.push(run_client_lib(key, opts, conns, per_conn, window).await?);
+                }
+            }
+            Ok::<_, anyhow::Error>((echo_rps, gw_rps, lib_rps))
+        })?;
+        let (echo_rps, gw_rps, lib_rps) = r;
+        let echo_med = median(&echo_rps);
+        let mut row = json!({
+            "connections": conns,
+            "requests": total,
+            "echoRps": round(echo_med, 0),
+            "echoRpsRounds": echo_rps.iter().map(|x| round(*x, 0)).collect::<Vec<_>>(),
+        });
+        if gateway.is_some() {
+            let gw_med = median(&gw_rps);
+            let ratio = gw_med / echo_med;
+            row["gatewayRps"] = json!(round(gw_med, 0));
+            row["gatewayRpsRounds"] =
+                json!(gw_rps.iter().map(|x| round(*x, 0)).collect::<Vec<_>>());
+            row["gatewayOverEcho"] = json!(round(ratio, 3));
+            row["clientLibRps"] = json!(round(median(&lib_rps), 0));
+            targets.push(target(
+                &format!("gateway/echo request rate, {conns} connection(s)"),
+                ratio,
+                ">=",
+                0.7,
+            ));
+        }
+        eprintln!("viber-bench: {row}");
+        results.push(row);
+    }
+    if let Some((g, _)) = fixture.as_mut() {
+        g.stop()?;
+    }
+    drop(fixture);
+    let mut out = json!({
+        "schema": SCHEMA,
+        "scenario": if with_gateway { "rpc" } else { "echo-baseline" },
+        "params": {"n": a.n, "connections": a.connections, "window": window, "rounds": rounds,
+                   "method": "health", "request": req_text(1),
+                   "driver": "same client code for both sides: pipelined text frames, window per connection, one task per connection"},
+        "results": results,
+    });
+    if with_gateway {
+        out["targets"] = json!(targets);
+    }
+    Ok(out)
+}
+
+fn req_text(i: usize) -> String {
+    format!(r#"{{"type":"req","id":"{i}","method":"health","params":{{}}}}"#)
+}
+
+/// Opens `conns` WebSockets (doing the viber handshake when `auth` is given), then sends
+/// `per_conn` requests on each with `window` in flight; returns requests per second.
+async fn run_raw(
+    url: &str,
+    auth: Option<(&DeviceKey, &ConnectOptions)>,
+    conns: usize,
+    per_conn: usize,
+    window: usize,
+    reply: Reply,
+) -> Result<f64> {
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to {url} timed out"))??;
+        if let Some((key, opts)) = auth {
+            viber::client::handshake(&mut ws, key, opts).await?;
+        }
+        sockets.push(ws);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(pipeline(ws, per_conn, window, reply)))
+        .collect();
+    let all = futures_util::future::try_join_all(tasks);
+    let results = tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .map_err(|_| anyhow!("requests to {url} did not finish within 120 s"))??;
+    let elapsed = started.elapsed();
+    for r in results {
+        r?;
+    }
+    Ok((per_conn * conns) as f64 / elapsed.as_secs_f64())
+}
+
+/// One connection's load: keep `window` requests in flight, flushing once per burst.
+async fn pipeline(ws: Ws, n: usize, window: usize, reply: Reply) -> Result<()> {
+    let (mut sink, mut stream) = ws.split();
+    let credits = Semaphore::new(window);
+    let writer = async {
+        let mut i = 0;
+        while i < n {
+            credits.acquire().await?.forget();
+            sink.feed(Message::text(req_text(i))).await?;
+            i += 1;
+            while i < n {
+                match credits.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
+                }
+                sink.feed(Message::text(req_text(i))).await?;
+                i += 1;
+            }
+            sink.flush().await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let reader = async {
+        let mut got = 0;
+        while got < n {
+            let msg = stream
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("connection closed early"))??;
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Close(f) => bail!("closed by the server: {f:?}"),
+                _ => continue,
+            };
+            match (serde_json::from_str::<Frame>(text.as_str())?, reply) {
+                (Frame::Res(r), Reply::Response) => {
+                    if !r.ok {
+                        bail!("request failed: {:?}", r.error);
+                    }
+                }
+                (Frame::Req(_), Reply::Echo) => {}
+                (Frame::Event(_), _) => continue,
+                (other, _) => bail!("unexpected frame {other:?}"),
+            }
+            got += 1;
+            credits.add_permits(1);
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::try_join!(writer, reader)?;
+    let mut ws = sink
+        .reunite(stream)
+        .map_err(|_| anyhow!("cannot reunite the socket halves"))?;
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+/// The same load through `viber::client::Client` (what every verb uses).
+async fn run_client_lib(
+    key: &DeviceKey,
+    opts: &ConnectOptions,
+    conns: usize,
+    per_conn: usize,
+    window: usize,
+) -> Result<f64> {
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(Client::connect(key, opts).await?);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            tokio::spawn(async move {
+                let mut in_flight = FuturesUnordered::new();
+                let (mut sent, mut done) = (0, 0);
+                while done < per_conn {
+                    while sent < per_conn && in_flight.len() < window {
+                        in_flight.push(client.request("health", json!({})));
+                        sent += 1;
+                    }
+                    match in_flight.next().await {
+                        Some(r) => {
+                            r?;
+                            done += 1;
+                        }
+                        None => break,
+                    }
+                }
+                drop(in_flight);
+                client.close();
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures_util::future::try_join_all(tasks),
+    )
+    .await
+    .map_err(|_| anyhow!("client-library requests did not finish within 120 s"))??;
+    let elapsed = started.elapsed();
+    for r in results {
+        r?;
+    }
+    Ok((per_conn * conns) as f64 / elapsed.as_secs_f64())
+}
+
+/// A bare tokio-tungstenite echo server on its own 2-thread runtime (the gateway's
+/// runtime is also 2 threads on this machine), stopped and joined on drop.
+struct EchoServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    fn start() -> Result<Self> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind the echo server")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("echo-server".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("viber-bench: echo server: {e}");
+                            return;
+                        }
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => break,
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, _)) => {
+                                    tokio::spawn(echo_conn(stream));
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            },
+                        }
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(EchoServer {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+async fn echo_conn(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                if ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

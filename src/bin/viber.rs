@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(viber::cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(viber::Error::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("viber: {e}");
             if let Some(hint) = e.hint() {

@@ -59,6 +59,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
 }
 
 async fn foreground(ctx: &Ctx, bind: Option<SocketAddr>) -> Result<(), Error> {
+    check_exposed_bind(ctx, bind)?;
     let created = init::ensure(&ctx.home)?;
     for p in &created.created {
         tracing::info!("created {p}");
@@ -106,6 +107,37 @@ async fn foreground(ctx: &Ctx, bind: Option<SocketAddr>) -> Result<(), Error> {
     result.map_err(|e| Error::io("gateway failed", e))
 }
 
+/// A gateway on a non-loopback address is reachable by other hosts, so it must already
+/// have its token file, private to this user: creating a fresh one on the spot (as a
+/// loopback start does) would expose a gateway whose secret nobody chose to hand out.
+fn check_exposed_bind(ctx: &Ctx, bind: Option<SocketAddr>) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let bind = match bind {
+        Some(b) => b,
+        None => match ctx.config()?.gateway.bind.parse::<SocketAddr>() {
+            Ok(b) => b,
+            Err(_) => return Ok(()), // reported by the caller
+        },
+    };
+    if bind.ip().is_loopback() {
+        return Ok(());
+    }
+    let path = ctx.home.gateway_token();
+    let meta = std::fs::metadata(&path).map_err(|_| {
+        Error::Usage(format!(
+            "refusing to listen on non-loopback {bind} without a token file ({} does not exist): run `viber init` first, or bind 127.0.0.1 and use an SSH tunnel",
+            path.display()
+        ))
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::Usage(format!(
+            "refusing to listen on non-loopback {bind}: {} is readable by other users (chmod 600 it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -138,7 +170,26 @@ fn start(ctx: &Ctx, bind: Option<SocketAddr>, timeout: Duration) -> Result<(), E
         report(ctx, "already-running", &info, &msg);
         return Ok(());
     }
+    let info = spawn_detached(ctx, bind, timeout)?;
+    let msg = format!(
+        "gateway started (pid {}) on {}\nlogs: {}",
+        info.pid,
+        info.url,
+        ctx.home.gateway_log().display()
+    );
+    report(ctx, "started", &info, &msg);
+    Ok(())
+}
+
+/// Starts a detached gateway for this home and waits until it accepts connections.
+/// If another one won a race to start, that one is returned: it is as good as ours.
+pub fn spawn_detached(
+    ctx: &Ctx,
+    bind: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<instance::GatewayInfo, Error> {
     // Fail here, in the user's terminal, rather than in a detached child's log.
+    check_exposed_bind(ctx, bind)?;
     init::ensure(&ctx.home)?;
     ctx.config()?;
 
@@ -160,6 +211,7 @@ fn start(ctx: &Ctx, bind: Option<SocketAddr>, timeout: Duration) -> Result<(), E
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .env_remove("VIBER_GATEWAY_TOKEN")
+        .env_remove("VIBER_GATEWAY_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -169,23 +221,10 @@ fn start(ctx: &Ctx, bind: Option<SocketAddr>, timeout: Duration) -> Result<(), E
 
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(info) = instance::running(&ctx.home) {
-            if info.pid == pid {
-                let msg = format!(
-                    "gateway started (pid {}) on {}\nlogs: {}",
-                    info.pid,
-                    info.url,
-                    log_path.display()
-                );
-                report(ctx, "started", &info, &msg);
-                return Ok(());
-            }
-            if child.try_wait().ok().flatten().is_some() {
-                // Another `start` won the race: that gateway is as good as ours.
-                let msg = format!("gateway already running (pid {}) on {}", info.pid, info.url);
-                report(ctx, "already-running", &info, &msg);
-                return Ok(());
-            }
+        if let Some(info) = instance::running(&ctx.home)
+            && (info.pid == pid || child.try_wait().ok().flatten().is_some())
+        {
+            return Ok(info);
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Error::Failed(format!(

@@ -7,7 +7,12 @@ pub mod completions;
 pub mod docs;
 pub mod gateway;
 pub mod init;
+pub mod node;
+pub mod pair;
+pub mod run;
+pub mod runs;
 pub mod status;
+pub mod terminal;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -18,7 +23,8 @@ use crate::client::{Client, ConnectOptions};
 use crate::error::Error;
 use crate::gateway::instance;
 use crate::identity::DeviceKey;
-use crate::protocol::Scope;
+use crate::protocol::{Role, Scope};
+use crate::store::tokens::{TokenEntry, TokenStore};
 use crate::store::{self, Config, Home};
 
 #[derive(Debug, Parser)]
@@ -59,6 +65,9 @@ pub struct GlobalArgs {
     /// Print JSON on stdout (one object, or NDJSON for streams); logs stay on stderr
     #[arg(long, global = true)]
     pub json: bool,
+    /// Sign with this OpenSSH Ed25519 private key instead of VIBER_HOME/identity/device_ed25519
+    #[arg(long, global = true, env = "VIBER_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -76,6 +85,14 @@ pub enum Command {
     Call(call::Args),
     /// Stream events as they happen
     Watch(watch::Args),
+    /// Pair this device with a gateway, or approve, list, revoke and trust devices
+    Pair(pair::Args),
+    /// Start a run from a task file (or --goal) and follow it to its outcome
+    Run(run::Args),
+    /// List runs, queued ones included
+    Runs(runs::Args),
+    /// Execute one run as a worker (started by the gateway)
+    Node(node::Args),
     /// Print a shell completion script
     Completions(completions::Args),
     /// Regenerate man pages and completion scripts (for maintainers)
@@ -86,7 +103,7 @@ pub enum Command {
 impl Command {
     /// Whether the verb is the long-lived daemon (multi-threaded runtime, info logs).
     pub fn is_daemon(&self) -> bool {
-        matches!(self, Command::Gateway(a) if a.is_foreground())
+        matches!(self, Command::Gateway(a) if a.is_foreground()) || matches!(self, Command::Node(_))
     }
 }
 
@@ -110,8 +127,16 @@ impl Ctx {
         Ok(Config::load(&self.home.config())?)
     }
 
-    /// The device key, creating VIBER_HOME first if this is the first use.
+    /// The device key: `--key`/`VIBER_KEY` when given, else VIBER_HOME's own key, creating
+    /// VIBER_HOME first if this is the first use.
     pub fn device_key(&self) -> Result<DeviceKey, Error> {
+        if let Some(path) = &self.global.key {
+            return DeviceKey::load(path).map_err(|e| {
+                Error::Usage(format!(
+                    "--key: {e} (an unencrypted OpenSSH Ed25519 private key is needed; ssh-agent is not supported)"
+                ))
+            });
+        }
         let path = self.home.device_key();
         if !path.exists() {
             store::init::ensure(&self.home)?;
@@ -138,16 +163,70 @@ impl Ctx {
     pub async fn connect(&self, scopes: Vec<Scope>) -> Result<Client, Error> {
         let key = self.device_key()?;
         let url = self.gateway_url()?;
-        let mut opts = ConnectOptions::operator(url.clone());
-        opts.scopes = scopes;
-        opts.token = self.global.token.clone().or_else(|| self.local_token(&url));
-        Ok(Client::connect(&key, &opts).await?)
+        let opts = self.connect_options(&key, &url, Role::Operator, scopes)?;
+        self.connect_with(&key, &opts).await
     }
 
-    /// The gateway token from VIBER_HOME, offered only to a loopback URL: it must never
-    /// be sent to another host just because a URL pointed there.
-    fn local_token(&self, url: &str) -> Option<String> {
+    /// Who we are and which secret we present to `url`, in this order: `--token`; the
+    /// gateway token of this home's own running gateway; the device token this device was
+    /// issued for `url` (identity/tokens.yaml); else none (a trusted key needs none).
+    pub fn connect_options(
+        &self,
+        key: &DeviceKey,
+        url: &str,
+        role: Role,
+        scopes: Vec<Scope>,
+    ) -> Result<ConnectOptions, Error> {
+        let mut opts = ConnectOptions::operator(url.to_string());
+        opts.role = role;
+        opts.scopes = scopes;
+        opts.display_name = Some(self.device_name());
+        opts.token = self.global.token.clone().or_else(|| self.local_token(url));
+        if opts.token.is_none() {
+            let tokens = TokenStore::load(&self.home.tokens())?;
+            opts.device_token = tokens
+                .get(url, &key.device_id())
+                .map(|e| e.token.clone());
+        }
+        Ok(opts)
+    }
+
+    /// Connects with `opts` and keeps a device token the gateway issued in the handshake,
+    /// so the next verb against this gateway needs no gateway token.
+    pub async fn connect_with(&self, key: &DeviceKey, opts: &ConnectOptions) -> Result<Client, Error> {
+        let client = Client::connect(key, opts).await?;
+        if let Some(token) = &client.hello.auth.device_token {
+            let mut tokens = TokenStore::load(&self.home.tokens())?;
+            tokens.set(TokenEntry {
+                gateway: opts.url.clone(),
+                device_id: key.device_id(),
+                token: token.clone(),
+                role: client.hello.auth.role,
+                scopes: client.hello.auth.scopes.clone(),
+                issued: jiff::Timestamp::now(),
+            })?;
+        }
+        Ok(client)
+    }
+
+    /// The name this device shows an approving operator: `identity.name`, else the host.
+    pub fn device_name(&self) -> String {
+        self.config()
+            .ok()
+            .and_then(|c| c.identity.name)
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(crate::identity::hostname)
+    }
+
+    /// The gateway token from VIBER_HOME, offered only to this home's own running gateway
+    /// on a loopback URL: it must never be sent to another host just because a URL pointed
+    /// there, nor to another home's gateway on this host (an SSH tunnel, a second user).
+    pub fn local_token(&self, url: &str) -> Option<String> {
         if !is_loopback_url(url) {
+            return None;
+        }
+        let own = instance::running(&self.home)?;
+        if !same_loopback_gateway(url, &own.url) {
             return None;
         }
         std::fs::read_to_string(self.home.gateway_token())
@@ -155,6 +234,17 @@ impl Ctx {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
     }
+}
+
+/// Whether two loopback URLs reach the same listener: loopback names are interchangeable,
+/// so only the port decides.
+fn same_loopback_gateway(a: &str, b: &str) -> bool {
+    let port = |u: &str| -> Option<u16> {
+        let rest = u.split_once("://")?.1;
+        let authority = rest.split(['/', '?']).next()?;
+        authority.rsplit_once(':')?.1.parse().ok()
+    };
+    is_loopback_url(a) && is_loopback_url(b) && port(a).is_some() && port(a) == port(b)
 }
 
 /// `ws://` URL for a bound address; a wildcard bind is reached over loopback.
@@ -200,6 +290,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Call(args) => call::run(&ctx, args).await,
         Command::Watch(args) => watch::run(&ctx, args).await,
+        Command::Pair(args) => pair::run(&ctx, args).await,
+        Command::Run(args) => run::run(&ctx, args).await,
+        Command::Runs(args) => runs::run(&ctx, args).await,
+        Command::Node(args) => node::run(&ctx, args).await,
         Command::Completions(args) => completions::run(args),
         Command::GenerateDocs(args) => docs::run(args),
     }
@@ -217,6 +311,14 @@ mod tests {
         assert!(!is_loopback_url("ws://10.0.0.5:7878"));
         assert!(!is_loopback_url("ws://127.0.0.1.evil.example:7878"));
         assert!(!is_loopback_url("http://127.0.0.1:7878"));
+    }
+
+    #[test]
+    fn loopback_gateways_are_told_apart_by_port() {
+        assert!(same_loopback_gateway("ws://localhost:7878", "ws://127.0.0.1:7878/"));
+        assert!(same_loopback_gateway("ws://[::1]:7878", "ws://127.0.0.1:7878"));
+        assert!(!same_loopback_gateway("ws://127.0.0.1:7879", "ws://127.0.0.1:7878"));
+        assert!(!same_loopback_gateway("ws://10.0.0.1:7878", "ws://10.0.0.1:7878"));
     }
 
     #[test]

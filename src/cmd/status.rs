@@ -10,9 +10,24 @@ use crate::output;
 use crate::protocol::Scope;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Show one run instead: status, steps, workspace, and how to attach to its tmux
+    #[arg(value_name = "RUN")]
+    run: Option<String>,
+}
 
-pub async fn run(ctx: &Ctx, _args: Args) -> Result<(), Error> {
+pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    if let Some(run_id) = &args.run {
+        let client = ctx.connect(vec![Scope::OperatorRead]).await?;
+        let s = super::run::get(&client, run_id).await?;
+        client.close();
+        if ctx.json() {
+            output::json(&super::run::run_json(&s));
+        } else {
+            output::line(&human_run(&s));
+        }
+        return Ok(());
+    }
     let client = ctx.connect(vec![Scope::OperatorAdmin]).await?;
     let key = ctx.device_key()?;
     let status = fetch(&client, &key).await?;
@@ -81,4 +96,26 @@ fn duration(secs: u64) -> String {
         s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
         s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+fn human_run(s: &crate::protocol::runs::RunSummary) -> String {
+    let mut out = format!(
+        "run       {}  {}{}\ngoal      {}\n",
+        s.run_id,
+        s.status,
+        s.phase.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+        s.goal
+    );
+    if let Some(r) = &s.reason {
+        out.push_str(&format!("reason    {r}\n"));
+    }
+    for st in &s.steps {
+        let state = match st.exit_status {
+            Some(code) => format!("exited {code}"),
+            None => format!("{:?}", st.state).to_lowercase(),
+        };
+        out.push_str(&format!("step {:<4} {state:<10} `{}`\n", st.index, st.command));
+    }
+    out.push_str(&format!("workspace {}\nlog       {}\nattach    {}", s.workspace, s.session_log, s.tmux.attach));
+    out
 }

@@ -17,12 +17,32 @@ use crate::protocol::{Scope, events};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Follow one run: its events, or with --terminal the raw bytes of its panes
+    #[arg(value_name = "RUN")]
+    run: Option<String>,
+    /// Stream the run's terminal output, byte for byte as in its pane logs
+    #[arg(long, requires = "run")]
+    terminal: bool,
     /// Exit after printing this many events
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "run")]
     count: Option<u64>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
+    if let Some(run_id) = &args.run {
+        let mut client = ctx.connect(vec![Scope::OperatorRead]).await?;
+        if args.terminal {
+            let code = super::terminal::stream(ctx, &mut client, run_id).await?;
+            client.close();
+            return match code {
+                0 => Ok(()),
+                c => Err(Error::Exit(c)),
+            };
+        }
+        let summary = super::run::follow(ctx, &mut client, run_id).await?;
+        client.close();
+        return super::run::finish(ctx, &summary);
+    }
     let mut client = ctx.connect(vec![Scope::OperatorAdmin]).await?;
     let key = ctx.device_key()?;
     let tick_ms = client.hello.policy.tick_interval_ms.max(1);

@@ -123,7 +123,10 @@ pub fn authenticate(
     identity::verify(&raw, p.signature_payload().as_bytes(), &p.device.signature)
         .map_err(|e| device_invalid(&format!("device signature invalid: {e}")))?;
 
-    // 2. A secret: the gateway token, or this device's own token.
+    // 2. A secret: the gateway token, or this device's own token. A key the owner listed
+    //    in trusted_keys (or the owner's own key) needs neither: like an SSH authorized
+    //    key, its signature over this connection's nonce is the credential.
+    let trusted = gw.trust.lookup(&raw);
     let known = gw
         .devices
         .lock()
@@ -144,13 +147,16 @@ pub fn authenticate(
                 "this device is not paired with the gateway",
             ));
         };
-        if !identity::secrets_equal(&identity::hash_token(device_token), &dev.token_hash) {
+        // An empty hash (token owed after approval or rotation) matches nothing.
+        if dev.token_hash.is_empty()
+            || !identity::secrets_equal(&identity::hash_token(device_token), &dev.token_hash)
+        {
             return Err(ErrorShape::new(
                 ErrorCode::Unauthorized,
                 "the device token does not match (revoked or rotated?)",
             ));
         }
-    } else {
+    } else if trusted.is_none() {
         return Err(ErrorShape::new(
             ErrorCode::Unauthorized,
             "no token: pass the gateway token or a device token",
@@ -158,14 +164,45 @@ pub fn authenticate(
     }
 
     // 3. Pairing: a known device keeps what it was granted.
-    if let Some(dev) = known {
-        if dev.role != p.role {
+    if let Some(mut dev) = known {
+        let mut changed = false;
+        if dev.trusted {
+            // Its scopes follow trusted_keys; a removed line unpairs it.
+            let Some(t) = &trusted else {
+                let _ = gw
+                    .devices
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&device_id);
+                return Err(ErrorShape::new(
+                    ErrorCode::NotPaired,
+                    "this device's key is no longer in the gateway's trusted_keys",
+                ));
+            };
+            changed = dev.scopes != t.scopes;
+            dev.scopes = t.scopes.clone();
+        } else if dev.role != p.role {
             return Err(ErrorShape::new(
                 ErrorCode::Forbidden,
                 format!("this device is paired as {}, not {}", dev.role, p.role),
             ));
         }
-        return finish(device_id, p, &dev.scopes, None);
+        // A token is owed (just approved, or rotated): issue it to a connection that proved
+        // itself with the gateway token or a trusted key.
+        let mut issued = None;
+        if dev.token_hash.is_empty() && (p.auth.token.is_some() || trusted.is_some()) {
+            let token = identity::random_hex(32);
+            dev.token_hash = identity::hash_token(&token);
+            issued = Some(token);
+        }
+        if issued.is_some() || changed {
+            gw.devices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .upsert(dev.clone())
+                .map_err(|e| ErrorShape::internal(format!("cannot store the device token: {e}")))?;
+        }
+        return finish(device_id, p, &dev.scopes, issued);
     }
     let requested: Vec<Scope> = p
         .scopes
@@ -173,51 +210,83 @@ pub fn authenticate(
         .copied()
         .filter(|s| s.role() == p.role)
         .collect();
-    if peer.local && gw.config.pairing.auto_approve_local {
+    let name = p
+        .client
+        .display_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| p.client.id.clone());
+    let pair_now = match &trusted {
+        Some(t) => Some((t.scopes.clone(), true, t.source.clone())),
+        None if peer.local && gw.config.pairing.auto_approve_local => {
+            Some((requested.clone(), false, "local".to_string()))
+        }
+        None => None,
+    };
+    if let Some((scopes, is_trusted, how)) = pair_now {
         let token = identity::random_hex(32);
         let record = DeviceRecord {
             id: device_id.clone(),
             public_key: p.device.public_key.clone(),
-            name: p.client.id.clone(),
+            name,
             role: p.role,
-            scopes: requested.clone(),
+            scopes: scopes.clone(),
             token_hash: identity::hash_token(&token),
             created: jiff::Timestamp::now(),
             last_seen: Some(jiff::Timestamp::now()),
+            trusted: is_trusted,
         };
         gw.devices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .upsert(record)
             .map_err(|e| ErrorShape::internal(format!("cannot store the pairing: {e}")))?;
-        tracing::info!(device = %device_id, role = %p.role, "paired local device");
-        return finish(device_id, p, &requested, Some(token));
+        // A request it filed earlier is moot now.
+        let _ = gw
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_device(&device_id);
+        tracing::info!(device = %device_id, role = %p.role, "paired device ({how})");
+        return finish(device_id, p, &scopes, Some(token));
     }
     let request = PendingRequest {
         request_id: uuid::Uuid::new_v4().to_string(),
         device_id: device_id.clone(),
         public_key: p.device.public_key.clone(),
-        name: p.client.id.clone(),
+        name,
         role: p.role,
         scopes: requested,
         peer: peer.addr.to_string(),
         created: jiff::Timestamp::now(),
+        rejected: false,
     };
+    let now = jiff::Timestamp::now();
     let outcome = gw
         .pending
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .request(request.clone(), jiff::Timestamp::now())
+        .request(request.clone(), now)
         .map_err(|e| ErrorShape::internal(format!("cannot store the pairing request: {e}")))?;
     let request_id = match outcome {
         Requested::New(id) => {
+            tracing::info!(device = %device_id, peer = %peer.addr, "pairing request {id} filed");
             gw.broadcast(
                 crate::protocol::events::DEVICE_PAIR_REQUESTED,
-                &serde_json::to_value(&request).unwrap_or_default(),
+                &super::pairing::request_view(&request, now),
             );
             id
         }
         Requested::Existing(id) => id,
+        Requested::Rejected(id) => {
+            return Err(ErrorShape::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "pairing request {id} was rejected by an operator; a new request is possible 5 minutes after it was filed"
+                ),
+            )
+            .with_details(json!({ "requestId": id, "deviceId": device_id, "status": "rejected" })));
+        }
         Requested::Full => {
             return Err(ErrorShape::new(
                 ErrorCode::RateLimited,

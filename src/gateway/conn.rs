@@ -210,6 +210,7 @@ pub async fn handle(
         scopes: authed.scopes.clone(),
         device_id: authed.device_id.clone(),
         presence,
+        subscriptions: Default::default(),
     });
     gw.touch_device(&authed.device_id);
     // hello-ok goes out before the connection can receive events, so seq 1 follows it.
@@ -307,6 +308,7 @@ pub async fn handle(
         }
     }
     gw.unregister(id);
+    super::runs::node_disconnected(&gw, id);
     outbox.close(close::GOING_AWAY, "bye");
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     tracing::debug!(conn = %conn_id, "disconnected");

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{ConnHandle, Gateway};
+use super::{ConnHandle, Gateway, runs};
 use crate::protocol::handshake::idempotency_key;
 use crate::protocol::methods::lookup;
 use crate::protocol::{ErrorCode, ErrorShape, PROTOCOL_VERSION, Role};
@@ -77,6 +77,17 @@ async fn handle(
             // The config holds no secrets (API keys come from env vars), so all of it.
             Ok(json!({ "config": gw.config, "path": gw.home.config() }))
         }
+        m if m.starts_with("device.") => super::pairing::handle(gw, conn, m, params).await,
+        "run.start" => runs::start(gw, params),
+        "run.get" => runs::get(gw, params),
+        "run.list" => runs::list(gw, params),
+        "run.control" => runs::control(gw, params),
+        "run.terminal.read" => runs::terminal_read(gw, params),
+        "events.subscribe" => runs::subscribe(conn, params, true),
+        "events.unsubscribe" => runs::subscribe(conn, params, false),
+        "node.run.claim" => runs::claim(gw, conn, params),
+        "node.run.event" => runs::node_event(gw, params),
+        "node.terminal.output" => runs::node_output(gw, params),
         _ => Err(ErrorShape::internal(format!(
             "{method} is in the method table but has no handler"
         ))),

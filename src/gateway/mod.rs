@@ -12,10 +12,12 @@ pub mod idempotency;
 pub mod instance;
 pub mod methods;
 pub mod outbox;
+pub mod pairing;
 pub mod pending;
 pub mod ratelimit;
+pub mod runs;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -42,6 +44,8 @@ pub struct ConnHandle {
     pub scopes: Vec<Scope>,
     pub device_id: String,
     pub presence: PresenceEntry,
+    /// Runs whose terminal output this connection asked for.
+    pub subscriptions: Mutex<HashSet<String>>,
 }
 
 /// Shared state of one gateway.
@@ -53,8 +57,11 @@ pub struct Gateway {
     pub devices: Mutex<DeviceStore>,
     devices_dirty: AtomicBool,
     pub pending: Mutex<PendingStore>,
+    /// Keys paired without a request: `gateway/trusted_keys` and the owner's key.
+    pub trust: pairing::Trust,
     pub idempotency: idempotency::IdempotencyStore,
     pub limiter: Mutex<RateLimiter>,
+    pub runs: runs::Runs,
     conns: RwLock<HashMap<u64, Arc<ConnHandle>>>,
     next_conn: AtomicU64,
     state_version: AtomicU64,
@@ -79,14 +86,18 @@ impl Gateway {
         }
         let devices = DeviceStore::load(&home.devices())?;
         let pending = PendingStore::load(&home.pending())?;
+        let trust = pairing::Trust::load(&home)?;
         let idempotency = idempotency::IdempotencyStore::load(&home.idempotency())?;
+        let runs = runs::Runs::load(&home)?;
         Ok(Gateway {
             token,
             url,
             devices: Mutex::new(devices),
             devices_dirty: AtomicBool::new(false),
             pending: Mutex::new(pending),
+            trust,
             idempotency,
+            runs,
             limiter: Mutex::new(RateLimiter::default()),
             conns: RwLock::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -124,7 +135,7 @@ impl Gateway {
         self.state_version.load(Ordering::Relaxed)
     }
 
-    fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    pub(crate) fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         self.conns.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -187,11 +198,35 @@ impl Gateway {
         }
     }
 
+    /// Sends an event to one connection; false when it is gone or closing.
+    pub fn send_to(&self, conn_id: u64, event: &str, payload: &serde_json::Value) -> bool {
+        let conns = self.read_conns();
+        let Some(conn) = conns.get(&conn_id) else {
+            return false;
+        };
+        conn.outbox.push_event(event, &payload.to_string()) != Pushed::Closed
+    }
+
     /// Closes every connection of `device_id` (revocation).
     pub fn close_device(&self, device_id: &str, code: u16, reason: &str) -> usize {
         let conns = self.read_conns();
         let mut n = 0;
         for c in conns.values().filter(|c| c.device_id == device_id) {
+            c.outbox.close(code, reason);
+            n += 1;
+        }
+        n
+    }
+
+    /// Closes every connection of `device_id` but `keep` (the caller of a rotation must
+    /// still receive its answer).
+    pub fn close_device_except(&self, device_id: &str, keep: u64, code: u16, reason: &str) -> usize {
+        let conns = self.read_conns();
+        let mut n = 0;
+        for c in conns
+            .values()
+            .filter(|c| c.device_id == device_id && c.id != keep)
+        {
             c.outbox.close(code, reason);
             n += 1;
         }
@@ -233,6 +268,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(tick_loop(gateway.clone()));
+    let supervisor = tokio::spawn(runs::supervise(gateway.clone()));
+    runs::schedule(&gateway);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -265,6 +302,7 @@ pub async fn serve(
         tasks.abort_all();
     }
     ticker.abort();
+    supervisor.abort();
     gateway.flush_devices();
     Ok(())
 }

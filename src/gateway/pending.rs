@@ -1,6 +1,10 @@
 //! `gateway/pending.yaml`: pairing requests from devices the gateway does not know yet.
 //! They expire after five minutes, survive restarts, and are capped so a flood of new keys
 //! cannot grow the file without bound.
+//!
+//! A rejected request stays (marked `rejected`) until it would have expired, so a device
+//! that keeps reconnecting learns it was refused instead of filing a fresh request every
+//! second for the operator to refuse again.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +27,18 @@ pub struct PendingRequest {
     pub scopes: Vec<Scope>,
     pub peer: String,
     pub created: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rejected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl PendingRequest {
+    pub fn expires(&self) -> jiff::Timestamp {
+        self.created + jiff::SignedDuration::from_secs(TTL_SECS)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -45,6 +61,8 @@ pub enum Requested {
     Existing(String),
     /// Too many pending requests.
     Full,
+    /// The device's request was rejected and has not expired yet.
+    Rejected(String),
 }
 
 impl PendingStore {
@@ -70,6 +88,59 @@ impl PendingStore {
         &self.requests
     }
 
+    /// Requests still waiting for a decision (not rejected, not expired).
+    pub fn waiting(&mut self, now: jiff::Timestamp) -> Vec<PendingRequest> {
+        self.live(now)
+            .iter()
+            .filter(|r| !r.rejected)
+            .cloned()
+            .collect()
+    }
+
+    /// The waiting request `request_id`, if it is live and undecided.
+    pub fn get_waiting(&mut self, request_id: &str, now: jiff::Timestamp) -> Option<PendingRequest> {
+        self.live(now)
+            .iter()
+            .find(|r| r.request_id == request_id && !r.rejected)
+            .cloned()
+    }
+
+    /// Removes a request (approved) and persists the file.
+    pub fn remove(&mut self, request_id: &str) -> Result<(), StoreError> {
+        self.requests.retain(|r| r.request_id != request_id);
+        self.save()
+    }
+
+    /// Drops whatever a device had pending (it was paired another way).
+    pub fn forget_device(&mut self, device_id: &str) -> Result<(), StoreError> {
+        let before = self.requests.len();
+        self.requests.retain(|r| r.device_id != device_id);
+        if before != self.requests.len() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Marks a waiting request rejected and persists the file.
+    pub fn reject(
+        &mut self,
+        request_id: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<PendingRequest>, StoreError> {
+        self.expire(now);
+        let Some(r) = self
+            .requests
+            .iter_mut()
+            .find(|r| r.request_id == request_id && !r.rejected)
+        else {
+            return Ok(None);
+        };
+        r.rejected = true;
+        let r = r.clone();
+        self.save()?;
+        Ok(Some(r))
+    }
+
     pub fn request(
         &mut self,
         mut req: PendingRequest,
@@ -77,6 +148,9 @@ impl PendingStore {
     ) -> Result<Requested, StoreError> {
         self.expire(now);
         if let Some(existing) = self.requests.iter().find(|r| r.device_id == req.device_id) {
+            if existing.rejected {
+                return Ok(Requested::Rejected(existing.request_id.clone()));
+            }
             return Ok(Requested::Existing(existing.request_id.clone()));
         }
         if self.requests.len() >= MAX_PENDING {
@@ -115,6 +189,7 @@ mod tests {
             scopes: vec![Scope::OperatorRead],
             peer: "10.0.0.1:5".into(),
             created: jiff::Timestamp::UNIX_EPOCH,
+            rejected: false,
         }
     }
 
@@ -149,5 +224,25 @@ mod tests {
             ));
         }
         assert_eq!(s.request(req("x"), now).unwrap(), Requested::Full);
+    }
+
+    #[test]
+    fn a_rejected_request_sticks_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = PendingStore::load(&dir.path().join("p.yaml")).unwrap();
+        let now = jiff::Timestamp::now();
+        let Requested::New(id) = s.request(req("a"), now).unwrap() else {
+            panic!()
+        };
+        assert!(s.reject(&id, now).unwrap().is_some());
+        assert!(s.reject(&id, now).unwrap().is_none(), "only once");
+        assert!(s.waiting(now).is_empty());
+        let mut s = PendingStore::load(&dir.path().join("p.yaml")).unwrap();
+        assert_eq!(
+            s.request(req("a"), now).unwrap(),
+            Requested::Rejected(id.clone())
+        );
+        let later = now + jiff::SignedDuration::from_secs(TTL_SECS + 1);
+        assert!(matches!(s.request(req("a"), later).unwrap(), Requested::New(n) if n != id));
     }
 }

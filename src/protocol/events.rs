@@ -13,6 +13,8 @@ pub const APPROVAL_REQUESTED: &str = "approval.requested";
 pub const APPROVAL_RESOLVED: &str = "approval.resolved";
 pub const DEVICE_PAIR_REQUESTED: &str = "device.pair.requested";
 pub const DEVICE_PAIR_RESOLVED: &str = "device.pair.resolved";
+/// Gateway to node: control for the run the node executes (cancel, and later pause...).
+pub const NODE_CONTROL: &str = "node.control";
 
 pub const ALL: &[&str] = &[
     CONNECT_CHALLENGE,
@@ -26,6 +28,7 @@ pub const ALL: &[&str] = &[
     APPROVAL_RESOLVED,
     DEVICE_PAIR_REQUESTED,
     DEVICE_PAIR_RESOLVED,
+    NODE_CONTROL,
 ];
 
 /// Droppable events may be discarded when a connection's queue is full; they still consume
@@ -39,6 +42,7 @@ pub fn is_droppable(event: &str) -> bool {
 pub fn required_scope(event: &str) -> Option<Scope> {
     match event {
         TICK => None,
+        NODE_CONTROL => Some(Scope::NodeExec),
         DEVICE_PAIR_REQUESTED | DEVICE_PAIR_RESOLVED => Some(Scope::OperatorPairing),
         APPROVAL_REQUESTED | APPROVAL_RESOLVED => Some(Scope::OperatorApprovals),
         _ => Some(Scope::OperatorRead),

@@ -39,6 +39,10 @@ impl ClientMode {
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
     pub id: String,
+    /// The device's human name (host name or `identity.name`), shown to the operator who
+    /// approves a pairing request. Not signed: it is a label, never an authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub version: String,
     pub platform: String,
     pub mode: ClientMode,
@@ -234,6 +238,7 @@ mod tests {
     fn signature_payload_matches_the_documented_layout() {
         let client = ClientInfo {
             id: "viber-cli".into(),
+            display_name: None,
             version: "0.1.0".into(),
             platform: "linux".into(),
             mode: ClientMode::Cli,

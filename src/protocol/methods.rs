@@ -166,12 +166,37 @@ const fn m(name: &'static str, scope: Scope) -> MethodSpec {
     }
 }
 
+/// A side-effecting method: it requires `params.idempotencyKey`.
+const fn w(name: &'static str, scope: Scope) -> MethodSpec {
+    MethodSpec {
+        name,
+        scope,
+        side_effect: true,
+    }
+}
+
 /// The method table. `connect` is not in it: it is only valid as the first frame.
 pub const METHODS: &[MethodSpec] = &[
     m("health", Scope::OperatorRead),
     m("status", Scope::OperatorRead),
     m("system.presence", Scope::OperatorRead),
     m("config.get", Scope::OperatorAdmin),
+    m("device.pair.list", Scope::OperatorPairing),
+    w("device.pair.approve", Scope::OperatorPairing),
+    w("device.pair.reject", Scope::OperatorPairing),
+    w("device.pair.revoke", Scope::OperatorPairing),
+    w("device.pair.rotate", Scope::OperatorPairing),
+    m("device.list", Scope::OperatorPairing),
+    w("run.start", Scope::OperatorWrite),
+    m("run.get", Scope::OperatorRead),
+    m("run.list", Scope::OperatorRead),
+    w("run.control", Scope::OperatorWrite),
+    m("run.terminal.read", Scope::OperatorRead),
+    m("events.subscribe", Scope::OperatorRead),
+    m("events.unsubscribe", Scope::OperatorRead),
+    m("node.run.claim", Scope::NodeExec),
+    m("node.run.event", Scope::NodeExec),
+    m("node.terminal.output", Scope::NodeExec),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static MethodSpec> {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod frame;
 pub mod handshake;
 pub mod methods;
+pub mod runs;
 
 pub use error::{ErrorCode, ErrorShape};
 pub use frame::{EventFrame, Frame, Request, Response};

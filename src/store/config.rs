@@ -14,6 +14,20 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub gateway: GatewayConfig,
     pub pairing: PairingConfig,
+    pub runs: RunsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// How many runs execute at once; the rest wait in the queue.
+    pub concurrency: usize,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig { concurrency: 2 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -79,6 +93,8 @@ gateway:
   max_buffered_bytes: 4194304
 pairing:
   auto_approve_local: true   # false: local devices need approval too (shared hosts)
+runs:
+  concurrency: 2             # runs executing at once; the rest wait in the queue
 ";
 
 impl Config {

@@ -18,11 +18,16 @@ pub struct DeviceRecord {
     pub name: String,
     pub role: Role,
     pub scopes: Vec<Scope>,
-    /// Hex sha256 of the device token.
+    /// Hex sha256 of the device token; empty while a token is owed (just approved, or
+    /// rotated): the device's next connect with the gateway token is issued a fresh one.
     pub token_hash: String,
     pub created: jiff::Timestamp,
     #[serde(default)]
     pub last_seen: Option<jiff::Timestamp>,
+    /// Paired because its key is in `gateway/trusted_keys` (or is the gateway's own key):
+    /// its scopes follow that file, and removing the line unpairs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +62,19 @@ impl DeviceStore {
 
     pub fn all(&self) -> &[DeviceRecord] {
         &self.devices
+    }
+
+    /// Removes a device and persists the file; returns the removed record.
+    pub fn remove(&mut self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let Some(i) = self.devices.iter().position(|d| d.id == id) else {
+            return Ok(None);
+        };
+        let removed = self.devices.remove(i);
+        if let Err(e) = self.save() {
+            self.devices.insert(i, removed);
+            return Err(e);
+        }
+        Ok(Some(removed))
     }
 
     /// Adds or replaces a device and persists the file before returning.

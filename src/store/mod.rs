@@ -9,6 +9,8 @@ pub mod devices;
 pub mod fsutil;
 pub mod init;
 pub mod paths;
+pub mod tokens;
+pub mod trusted_keys;
 
 pub use config::Config;
 pub use paths::Home;
