@@ -293,7 +293,19 @@ impl Runs {
                 return; // already folded (a worker re-sending after a reconnect)
             }
             let was_terminal = e.summary.status.is_terminal();
-            session::apply(&mut e.summary, ev);
+            if ev.seq > e.summary.seq + 1 {
+                // Events written while no gateway listened: the log has them all.
+                let path = std::path::Path::new(&e.summary.session_log);
+                match session::read_events(path).map(|evs| session::fold(&gw.home, &evs)) {
+                    Ok(Some(mut s)) if s.seq >= ev.seq => {
+                        s.worker_pid = s.worker_pid.or(e.summary.worker_pid);
+                        e.summary = s;
+                    }
+                    _ => session::apply(&mut e.summary, ev),
+                }
+            } else {
+                session::apply(&mut e.summary, ev);
+            }
             let ended = !was_terminal && e.summary.status.is_terminal();
             if ended {
                 e.active = false;

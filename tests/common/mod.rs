@@ -39,6 +39,18 @@ pub struct TestHome {
     dir: tempfile::TempDir,
 }
 
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        // Whatever a failed test left running in this home's private tmux server.
+        let _ = StdCommand::new("tmux")
+            .arg("-S")
+            .arg(self.file("tmux.sock"))
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl TestHome {
     /// A fresh home, initialized with `viber init`.
     pub fn new() -> Self {
@@ -84,6 +96,27 @@ impl TestHome {
     /// Replaces config.yaml.
     pub fn write_config(&self, yaml: &str) {
         std::fs::write(self.file("config.yaml"), yaml).unwrap();
+    }
+
+    /// Polls `viber status RUN --json` until `pred` holds; returns that status.
+    pub fn wait_run(&self, run_id: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        wait_for(what, Duration::from_secs(60), || {
+            let out = self.viber().args(["status", run_id, "--json"]).output().ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            pred(&v).then_some(v)
+        })
+    }
+
+    /// Whether this home's tmux server still has a session for the run.
+    pub fn tmux_has_session(&self, run_id: &str) -> bool {
+        StdCommand::new("tmux")
+            .arg("-S")
+            .arg(self.file("tmux.sock"))
+            .args(["has-session", "-t", &format!("=viber-{run_id}")])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     /// A config with a fast tick so liveness tests finish quickly.
