@@ -175,8 +175,12 @@ struct Tailer {
 impl Tailer {
     async fn poll(&mut self, link: &Link) {
         for (&step, (path, offset)) in self.logs.iter_mut() {
-            let Ok(mut f) = File::open(&*path) else { continue };
-            let Ok(len) = f.metadata().map(|m| m.len()) else { continue };
+            let Ok(mut f) = File::open(&*path) else {
+                continue;
+            };
+            let Ok(len) = f.metadata().map(|m| m.len()) else {
+                continue;
+            };
             while *offset < len {
                 let n = (len - *offset).min(256 * 1024) as usize;
                 let mut buf = vec![0u8; n];
@@ -209,12 +213,20 @@ impl Worker {
     async fn emit(&mut self, kind: &str, payload: Value, durable: bool) -> Result<(), Error> {
         let ev: SessionEvent = self.log.append(kind, payload, durable)?;
         self.link
-            .send("node.run.event", serde_json::to_value(&ev).expect("serializes"))
+            .send(
+                "node.run.event",
+                serde_json::to_value(&ev).expect("serializes"),
+            )
             .await;
         Ok(())
     }
 
-    async fn status(&mut self, status: RunStatus, phase: Option<&str>, reason: Option<&str>) -> Result<(), Error> {
+    async fn status(
+        &mut self,
+        status: RunStatus,
+        phase: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), Error> {
         let mut p = json!({"status": status});
         if let Some(ph) = phase {
             p["phase"] = json!(ph);
@@ -230,43 +242,56 @@ impl Worker {
 
     fn note_progress(&mut self, line: String) {
         self.progress.push(line);
-        let text = format!("# Progress of {}\n\n{}\n", self.run_id, self.progress.join("\n"));
-        if let Err(e) = fsutil::write_atomic(&self.workspace.join("progress.md"), text.as_bytes(), 0o600) {
+        let text = format!(
+            "# Progress of {}\n\n{}\n",
+            self.run_id,
+            self.progress.join("\n")
+        );
+        if let Err(e) =
+            fsutil::write_atomic(&self.workspace.join("progress.md"), text.as_bytes(), 0o600)
+        {
             tracing::warn!("cannot update progress.md: {e}");
         }
     }
 
     async fn tmux<T: Send + 'static>(&self, f: impl FnOnce(&Tmux) -> T + Send + 'static) -> T {
         let tmux = self.tmux.clone();
-        tokio::task::spawn_blocking(move || f(&tmux)).await.expect("tmux task panicked")
+        tokio::task::spawn_blocking(move || f(&tmux))
+            .await
+            .expect("tmux task panicked")
     }
 
     fn cancelled(&self) -> bool {
         self.link.cancel.load(Ordering::SeqCst)
     }
 
-    /// Runs the plan; returns the outcome and why.
-    async fn execute(&mut self, task: &Task, workdir: &Path) -> Result<(RunStatus, String), Error> {
+    /// Runs the plan. `Some(outcome)` ends the run early (a step failed, cancel, no tmux);
+    /// `None` hands over to the verifier.
+    async fn execute(
+        &mut self,
+        task: &Task,
+        workdir: &Path,
+    ) -> Result<Option<(RunStatus, String)>, Error> {
         if task.steps.is_empty() {
-            return Ok((
+            return Ok(Some((
                 RunStatus::Failed,
                 "no planner: the task has no steps and no LLM is configured".into(),
-            ));
+            )));
         }
         if let Err(e) = Tmux::check_installed() {
-            return Ok((RunStatus::Failed, e.to_string()));
+            return Ok(Some((RunStatus::Failed, e.to_string())));
         }
         if !workdir.is_dir() {
-            return Ok((
+            return Ok(Some((
                 RunStatus::Failed,
                 format!("workdir {} does not exist", workdir.display()),
-            ));
+            )));
         }
         let session_name = tmux_session_name(&self.run_id);
         let wd = workdir.to_path_buf();
         let sn = session_name.clone();
         if let Err(e) = self.tmux(move |t| t.ensure_session(&sn, &wd)).await {
-            return Ok((RunStatus::Failed, e.to_string()));
+            return Ok(Some((RunStatus::Failed, e.to_string())));
         }
         let steps_dir = self.workspace.join("steps");
         fsutil::ensure_private_dir(&steps_dir)?;
@@ -274,7 +299,10 @@ impl Worker {
         for (i, step) in task.steps.iter().enumerate() {
             let index = i as u32 + 1;
             if self.cancelled() {
-                return Ok((RunStatus::Cancelled, "cancelled by an operator".into()));
+                return Ok(Some((
+                    RunStatus::Cancelled,
+                    "cancelled by an operator".into(),
+                )));
             }
             let name = step.name.clone().unwrap_or_else(|| format!("step-{index}"));
             let script = steps_dir.join(format!("{index}.sh"));
@@ -288,12 +316,27 @@ impl Worker {
             )
             .await?;
             self.note_progress(format!("- step {index} `{}` started", step.run));
-            let (sn, wd, sc, lg, nm) = (session_name.clone(), workdir.to_path_buf(), script.clone(), log.clone(), name.clone());
+            let (sn, wd, sc, lg, nm) = (
+                session_name.clone(),
+                workdir.to_path_buf(),
+                script.clone(),
+                log.clone(),
+                name.clone(),
+            );
             let pane = match self.tmux(move |t| t.spawn(&sn, &nm, &wd, &sc, &lg)).await {
                 Ok(p) => p,
-                Err(e) => return Ok((RunStatus::Failed, format!("step {index} could not start: {e}"))),
+                Err(e) => {
+                    return Ok(Some((
+                        RunStatus::Failed,
+                        format!("step {index} could not start: {e}"),
+                    )));
+                }
             };
-            self.tailer.lock().await.logs.insert(index, (log.clone(), 0));
+            self.tailer
+                .lock()
+                .await
+                .logs
+                .insert(index, (log.clone(), 0));
             if step.background {
                 continue;
             }
@@ -302,10 +345,18 @@ impl Worker {
                 match self.tmux(move |t| t.exit_status(&p)).await {
                     Ok(Some(exit)) => break exit,
                     Ok(None) => {}
-                    Err(e) => return Ok((RunStatus::Failed, format!("lost step {index}'s pane: {e}"))),
+                    Err(e) => {
+                        return Ok(Some((
+                            RunStatus::Failed,
+                            format!("lost step {index}'s pane: {e}"),
+                        )));
+                    }
                 }
                 if self.cancelled() {
-                    return Ok((RunStatus::Cancelled, "cancelled by an operator".into()));
+                    return Ok(Some((
+                        RunStatus::Cancelled,
+                        "cancelled by an operator".into(),
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(15)).await;
             };
@@ -317,15 +368,26 @@ impl Worker {
                 false,
             )
             .await?;
-            self.note_progress(format!("- step {index} `{}` exited with status {code}", step.run));
+            self.note_progress(format!(
+                "- step {index} `{}` exited with status {code}",
+                step.run
+            ));
             if code != 0 {
-                return Ok((
+                return Ok(Some((
                     RunStatus::Failed,
                     format!("step {index} (`{}`) exited with status {code}", step.run),
-                ));
+                )));
             }
         }
-        // Whether the work is done is the verifier's call, never the steps' exit codes.
+        Ok(None)
+    }
+
+    /// The verify phase: whether the work is done is the verifier's call, never the
+    /// steps' exit codes and never the planner's word. Background steps are still alive
+    /// here, so checks can talk to the servers they started.
+    async fn verify(&mut self, task: &Task, _workdir: &Path) -> Result<(RunStatus, String), Error> {
+        self.status(RunStatus::Running, Some("verify"), None)
+            .await?;
         let reason = if task.accept.is_empty() {
             "every step exited 0, but the task has no accept checks: nothing proved the work"
         } else {
@@ -353,7 +415,14 @@ impl Worker {
         self.tmux(move |t| t.kill_session(&session_name, Duration::from_secs(2)))
             .await;
         // Background panes' pipes close with the session: wait for their logs to drain.
-        let pending: Vec<PathBuf> = self.tailer.lock().await.logs.values().map(|(p, _)| p.clone()).collect();
+        let pending: Vec<PathBuf> = self
+            .tailer
+            .lock()
+            .await
+            .logs
+            .values()
+            .map(|(p, _)| p.clone())
+            .collect();
         for log in pending {
             let marker = log.with_file_name(format!(
                 "{}.done",
@@ -384,12 +453,17 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         cancel: Arc::new(AtomicBool::new(false)),
     });
     let claim = link.connect().await?;
-    let task: Task = serde_json::from_value(claim["task"].clone())
-        .map_err(|e| Error::Failed(format!("the gateway sent a task this worker cannot read: {e}")))?;
+    let task: Task = serde_json::from_value(claim["task"].clone()).map_err(|e| {
+        Error::Failed(format!(
+            "the gateway sent a task this worker cannot read: {e}"
+        ))
+    })?;
     let session_log = PathBuf::from(claim["sessionLog"].as_str().unwrap_or_default());
     let workspace = PathBuf::from(claim["workspace"].as_str().unwrap_or_default());
     let log = SessionLog::open(&session_log, &run_id)?;
-    let tailer = Arc::new(Mutex::new(Tailer { logs: BTreeMap::new() }));
+    let tailer = Arc::new(Mutex::new(Tailer {
+        logs: BTreeMap::new(),
+    }));
     let mut w = Worker {
         home: home.clone(),
         run_id: run_id.clone(),
@@ -408,22 +482,38 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         }
     });
 
-    w.emit(kind::WORKER, json!({"pid": std::process::id()}), false).await?;
+    w.emit(kind::WORKER, json!({"pid": std::process::id()}), false)
+        .await?;
     w.status(RunStatus::Running, Some("plan"), None).await?;
     let plan: String = task
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("{}. `{}`{}\n", i + 1, s.run, if s.background { " (background)" } else { "" }))
+        .map(|(i, s)| {
+            format!(
+                "{}. `{}`{}\n",
+                i + 1,
+                s.run,
+                if s.background { " (background)" } else { "" }
+            )
+        })
         .collect();
     fsutil::write_atomic(
         &workspace.join("plan.md"),
-        format!("# Plan for {run_id}\n\nGoal: {}\n\nPlanner: script (the task's steps)\n\n{plan}", task.goal).as_bytes(),
+        format!(
+            "# Plan for {run_id}\n\nGoal: {}\n\nPlanner: script (the task's steps)\n\n{plan}",
+            task.goal
+        )
+        .as_bytes(),
         0o600,
     )?;
     w.status(RunStatus::Running, Some("execute"), None).await?;
     let workdir = PathBuf::from(task.workdir.clone().unwrap_or_else(|| ".".into()));
-    let outcome = w.execute(&task, &workdir).await;
+    let outcome = match w.execute(&task, &workdir).await {
+        Ok(Some(early)) => Ok(early),
+        Ok(None) => w.verify(&task, &workdir).await,
+        Err(e) => Err(e),
+    };
     w.cleanup().await;
     tail_task.abort();
     let (status, reason) = match outcome {
