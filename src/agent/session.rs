@@ -48,7 +48,12 @@ impl SessionLog {
 
     /// Appends one event (one write of one whole line, so concurrent appenders never
     /// interleave inside a line). `durable` also fsyncs: phase boundaries and the end.
-    pub fn append(&mut self, kind: &str, payload: Value, durable: bool) -> Result<SessionEvent, StoreError> {
+    pub fn append(
+        &mut self,
+        kind: &str,
+        payload: Value,
+        durable: bool,
+    ) -> Result<SessionEvent, StoreError> {
         self.seq += 1;
         let ev = SessionEvent {
             ts: jiff::Timestamp::now(),
@@ -62,7 +67,13 @@ impl SessionLog {
         self.file
             .write_all(&line)
             .and_then(|_| self.file.flush())
-            .and_then(|_| if durable { self.file.sync_data() } else { Ok(()) })
+            .and_then(|_| {
+                if durable {
+                    self.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| StoreError::io("cannot append to session log", &self.path, e))?;
         Ok(ev)
     }
@@ -145,16 +156,25 @@ pub fn fold(home: &Home, events: &[SessionEvent]) -> Option<RunSummary> {
     let mut iter = events.iter();
     let first = iter.find(|e| e.kind == kind::CREATED)?;
     let task: Task = serde_json::from_value(first.payload["task"].clone()).ok()?;
-    let mode: Mode = serde_json::from_value(first.payload["mode"].clone()).unwrap_or(Mode::AgentDecides);
-    let agent = first.payload["agent"].as_str().unwrap_or(DEFAULT_AGENT).to_string();
-    let workspace = first.payload["workspace"].as_str().unwrap_or("").to_string();
+    let mode: Mode =
+        serde_json::from_value(first.payload["mode"].clone()).unwrap_or(Mode::AgentDecides);
+    let agent = first.payload["agent"]
+        .as_str()
+        .unwrap_or(DEFAULT_AGENT)
+        .to_string();
+    let workspace = first.payload["workspace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let mut s = RunSummary {
         run_id: first.run_id.clone(),
         status: RunStatus::Queued,
         phase: None,
         goal: task.goal.clone(),
         mode,
-        session_log: session_path(home, &agent, &first.run_id).display().to_string(),
+        session_log: session_path(home, &agent, &first.run_id)
+            .display()
+            .to_string(),
         agent,
         workspace,
         created_at: first.ts,
@@ -167,6 +187,11 @@ pub fn fold(home: &Home, events: &[SessionEvent]) -> Option<RunSummary> {
         worker_pid: None,
         queue_position: None,
         seq: first.seq,
+        budget: task.budget.clone(),
+        usage: Default::default(),
+        goal_history: Vec::new(),
+        pending_approval: None,
+        planner: None,
     };
     for ev in events.iter().filter(|e| e.seq > first.seq) {
         apply(&mut s, ev);
@@ -235,6 +260,27 @@ pub fn apply(s: &mut RunSummary, ev: &SessionEvent) {
         kind::WORKER => {
             s.worker_pid = p["pid"].as_u64().map(|x| x as u32);
         }
+        kind::BUDGET => {
+            if let Ok(b) = serde_json::from_value(p["limits"].clone()) {
+                s.budget = b;
+            }
+        }
+        kind::USAGE => {
+            if let Ok(u) = serde_json::from_value(p.clone()) {
+                s.usage = u;
+            }
+        }
+        kind::RESCOPED => {
+            if let Some(goal) = p["goal"].as_str() {
+                let old = std::mem::replace(&mut s.goal, goal.to_string());
+                s.goal_history.push(old);
+            }
+        }
+        kind::PLANNER => {
+            s.planner = p["planner"].as_str().map(str::to_string);
+        }
+        kind::APPROVAL_REQUESTED => s.pending_approval = Some(p.clone()),
+        kind::APPROVAL_RESOLVED => s.pending_approval = None,
         _ => {}
     }
 }
@@ -255,12 +301,22 @@ mod tests {
             budget: Default::default(),
             steps: vec![],
             accept: vec![],
+            policy: Default::default(),
+            approval_timeout_secs: None,
         };
         let mut log = SessionLog::open(&path, "r1").unwrap();
-        log.append(kind::CREATED, created_payload(&task, Mode::AgentDecides, DEFAULT_AGENT, dir.path()), true)
-            .unwrap();
-        log.append(kind::STATUS, json!({"status": "running", "phase": "execute"}), false)
-            .unwrap();
+        log.append(
+            kind::CREATED,
+            created_payload(&task, Mode::AgentDecides, DEFAULT_AGENT, dir.path()),
+            true,
+        )
+        .unwrap();
+        log.append(
+            kind::STATUS,
+            json!({"status": "running", "phase": "execute"}),
+            false,
+        )
+        .unwrap();
         drop(log);
         let mut log = SessionLog::open(&path, "r1").unwrap();
         log.append(
@@ -269,13 +325,25 @@ mod tests {
             false,
         )
         .unwrap();
-        log.append(kind::STATUS, json!({"status": "failed", "reason": "step 1 exited 3"}), true)
+        log.append(
+            kind::STATUS,
+            json!({"status": "failed", "reason": "step 1 exited 3"}),
+            true,
+        )
+        .unwrap();
+        log.append(kind::STATUS, json!({"status": "succeeded"}), true)
             .unwrap();
-        log.append(kind::STATUS, json!({"status": "succeeded"}), true).unwrap();
         let events = read_events(&path).unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
         let s = fold(&home, &events).unwrap();
-        assert_eq!(s.status, RunStatus::Failed, "nothing changes a finished run");
+        assert_eq!(
+            s.status,
+            RunStatus::Failed,
+            "nothing changes a finished run"
+        );
         assert_eq!(s.exit_code, 1);
         assert_eq!(s.steps[0].exit_status, Some(3));
         assert_eq!(s.reason.as_deref(), Some("step 1 exited 3"));

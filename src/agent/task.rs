@@ -9,7 +9,8 @@ use crate::store::StoreError;
 /// Loads and validates a task file; a relative `workdir` (default `.`) is made absolute
 /// against the file's own directory, so the task means the same wherever it runs.
 pub fn load(path: &Path) -> Result<Task, StoreError> {
-    let text = std::fs::read_to_string(path).map_err(|e| StoreError::io("cannot read task file", path, e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StoreError::io("cannot read task file", path, e))?;
     let mut task: Task = serde_norway::from_str(&text).map_err(|e| StoreError::yaml(path, e))?;
     task.validate().map_err(|message| StoreError::Invalid {
         path: path.to_path_buf(),
@@ -31,10 +32,14 @@ pub fn from_goal(goal: &str) -> Result<Task, String> {
     let task = Task {
         goal: goal.to_string(),
         mode: None,
-        workdir: std::env::current_dir().ok().map(|d| d.display().to_string()),
+        workdir: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
         budget: Default::default(),
         steps: Vec::new(),
         accept: Vec::new(),
+        policy: Default::default(),
+        approval_timeout_secs: None,
     };
     task.validate()?;
     Ok(task)
@@ -75,30 +80,45 @@ mod tests {
         assert_eq!(t.steps.len(), 1);
         assert!(t.steps[0].background);
         assert_eq!(t.budget.max_steps, Some(3));
-        assert_eq!(t.workdir.unwrap(), dir.path().join("site").display().to_string());
+        assert_eq!(
+            t.workdir.unwrap(),
+            dir.path().join("site").display().to_string()
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_expectation() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(&write(dir.path(), "goal: x\nsteps:\n  - run: ls\n    backgrund: true\n"))
-            .unwrap_err()
-            .to_string();
+        let e = load(&write(
+            dir.path(),
+            "goal: x\nsteps:\n  - run: ls\n    backgrund: true\n",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("task.yaml:4:"), "{e}");
         assert!(e.contains("backgrund"), "{e}");
         let e = load(&write(dir.path(), "goal: x\nbudget: {max_steps: many}\n"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("task.yaml:2:"), "{e}");
-        let e = load(&write(dir.path(), "goal: x\naccept:\n  - claim: c\n    ping: host\n"))
+        let e = load(&write(
+            dir.path(),
+            "goal: x\naccept:\n  - claim: c\n    ping: host\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ping"), "{e}");
+        let e = load(&write(dir.path(), "goal: x\naccept:\n  - claim: c\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("ping"), "{e}");
-        let e = load(&write(dir.path(), "goal: x\naccept:\n  - claim: c\n")).unwrap_err().to_string();
         assert!(e.contains("no check"), "{e}");
-        let e = load(&write(dir.path(), "steps: []\n")).unwrap_err().to_string();
+        let e = load(&write(dir.path(), "steps: []\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("goal"), "{e}");
-        let e = load(&dir.path().join("missing.yaml")).unwrap_err().to_string();
+        let e = load(&dir.path().join("missing.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.yaml"), "{e}");
     }
 }

@@ -22,7 +22,9 @@ use crate::client::{Client, ConnectOptions, Incoming};
 use crate::error::Error;
 use crate::gateway::instance;
 use crate::identity::DeviceKey;
-use crate::protocol::runs::{RunStatus, SessionEvent, Task, kind};
+use super::planner::{Action, Observation, Planner, ScriptPlanner};
+use super::policy::{Decision, Policy, Verdict, remember_prefix};
+use crate::protocol::runs::{Budget, Mode, RunStatus, SessionEvent, Task, Usage, kind};
 use crate::protocol::{ClientMode, Role, Scope};
 use crate::store::{Home, fsutil};
 use crate::terminal::{Pane, Tmux};
@@ -76,6 +78,13 @@ struct Link {
     url_hint: Option<String>,
     client: Mutex<Option<Arc<Client>>>,
     cancel: Arc<AtomicBool>,
+    /// Control messages from operators (pause, resume, chat, rescope, approvals), applied
+    /// by the worker between actions.
+    controls: std::sync::Mutex<std::collections::VecDeque<Value>>,
+    control_notify: tokio::sync::Notify,
+    /// The approval this worker waits for: re-sent after a reconnect so a restarted
+    /// gateway knows about it again.
+    pending_approval: std::sync::Mutex<Option<Value>>,
 }
 
 impl Link {
@@ -106,6 +115,10 @@ impl Link {
             )
             .await?;
         let mut incoming = client.take_incoming();
+        let pending = self.pending_approval.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(p) = pending {
+            let _ = client.request("node.approval.request", p).await;
+        }
         let client = Arc::new(client);
         *self.client.lock().await = Some(client.clone());
         let link = self.clone();
@@ -113,12 +126,18 @@ impl Link {
             while let Some(msg) = incoming.recv().await {
                 match msg {
                     Incoming::Event(ev) if ev.event == crate::protocol::events::NODE_CONTROL => {
-                        if ev.payload["runId"] == link.run_id.as_str()
-                            && ev.payload["action"] == "cancel"
-                        {
-                            tracing::info!("cancel requested");
+                        if ev.payload["runId"] != link.run_id.as_str() {
+                            continue;
+                        }
+                        tracing::info!("control: {}", ev.payload["action"]);
+                        if ev.payload["action"] == "cancel" {
                             link.cancel.store(true, Ordering::SeqCst);
                         }
+                        link.controls
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push_back(ev.payload);
+                        link.control_notify.notify_one();
                     }
                     Incoming::Event(_) => {}
                     Incoming::Closed { .. } => break,
@@ -207,6 +226,43 @@ struct Worker {
     tmux: Arc<Tmux>,
     workspace: PathBuf,
     progress: Vec<String>,
+    planner: Planner,
+    policy: Policy,
+    mode: Mode,
+    budget: Budget,
+    usage: Usage,
+    started: std::time::Instant,
+    approval_timeout: Duration,
+    /// Approval answers that arrived, waiting to be matched.
+    resolutions: Vec<Value>,
+}
+
+/// How a shell step ended: with an observation, or by ending the run.
+enum StepEnd {
+    Ended(Observation),
+    Stop((RunStatus, String)),
+}
+
+/// A path for write_file/read_file: relative paths are inside the workdir; `..` may not
+/// climb out of it.
+fn resolve_in(workdir: &Path, path: &str) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("{path}: `..` is not allowed"));
+    }
+    Ok(if p.is_absolute() { p.to_path_buf() } else { workdir.join(p) })
+}
+
+/// The last `max` bytes of a log, as text for a planner.
+fn tail_text(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    let mut buf = Vec::new();
+    let _ = f.seek(SeekFrom::Start(start)).and_then(|_| f.read_to_end(&mut buf));
+    String::from_utf8_lossy(&buf).replace("\r\n", "\n")
 }
 
 impl Worker {
@@ -265,19 +321,11 @@ impl Worker {
         self.link.cancel.load(Ordering::SeqCst)
     }
 
-    /// Runs the plan. `Some(outcome)` ends the run early (a step failed, cancel, no tmux);
-    /// `None` hands over to the verifier.
-    async fn execute(
-        &mut self,
-        task: &Task,
-        workdir: &Path,
-    ) -> Result<Option<(RunStatus, String)>, Error> {
-        if task.steps.is_empty() {
-            return Ok(Some((
-                RunStatus::Failed,
-                "no planner: the task has no steps and no LLM is configured".into(),
-            )));
-        }
+    /// The one loop every mode shares: apply operators' controls, check the budget, ask
+    /// the planner, judge the action by policy (asking a person where it says so),
+    /// execute, observe. `Some(outcome)` ends the run early (failure, cancel, blocked,
+    /// budget); `None` hands over to the verifier.
+    async fn execute(&mut self, workdir: &Path) -> Result<Option<(RunStatus, String)>, Error> {
         if let Err(e) = Tmux::check_installed() {
             return Ok(Some((RunStatus::Failed, e.to_string())));
         }
@@ -293,91 +341,353 @@ impl Worker {
         if let Err(e) = self.tmux(move |t| t.ensure_session(&sn, &wd)).await {
             return Ok(Some((RunStatus::Failed, e.to_string())));
         }
-        let steps_dir = self.workspace.join("steps");
-        fsutil::ensure_private_dir(&steps_dir)?;
+        fsutil::ensure_private_dir(&self.workspace.join("steps"))?;
         fsutil::ensure_private_dir(&self.workspace.join("evidence/terminal"))?;
-        for (i, step) in task.steps.iter().enumerate() {
-            let index = i as u32 + 1;
-            if self.cancelled() {
-                return Ok(Some((
-                    RunStatus::Cancelled,
-                    "cancelled by an operator".into(),
-                )));
+        loop {
+            if let Some(end) = self.apply_controls().await? {
+                return Ok(Some(end));
             }
-            let name = step.name.clone().unwrap_or_else(|| format!("step-{index}"));
-            let script = steps_dir.join(format!("{index}.sh"));
-            fsutil::write_atomic(&script, format!("{}\n", step.run).as_bytes(), 0o600)?;
-            let log = self.workspace.join(step_log(index));
-            let step_json = json!({"index": index, "name": name, "command": step.run, "background": step.background});
-            self.emit(
-                kind::PROGRESS,
-                json!({"phase": "execute", "step": step_json, "event": "started"}),
-                false,
-            )
-            .await?;
-            self.note_progress(format!("- step {index} `{}` started", step.run));
-            let (sn, wd, sc, lg, nm) = (
-                session_name.clone(),
-                workdir.to_path_buf(),
-                script.clone(),
-                log.clone(),
-                name.clone(),
-            );
-            let pane = match self.tmux(move |t| t.spawn(&sn, &nm, &wd, &sc, &lg)).await {
-                Ok(p) => p,
-                Err(e) => {
+            if let Some(end) = self.check_budget().await? {
+                return Ok(Some(end));
+            }
+            let action = match self.planner.next().await {
+                Ok(Some(a)) => a,
+                Ok(None) if self.usage.steps == 0 && !self.planner.adapts() => {
                     return Ok(Some((
                         RunStatus::Failed,
-                        format!("step {index} could not start: {e}"),
+                        "no planner: the task has no steps and no LLM is configured".into(),
                     )));
                 }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.record_planner().await?;
+                    return Ok(Some((RunStatus::Failed, format!("the planner failed: {e}"))));
+                }
             };
-            self.tailer
-                .lock()
-                .await
-                .logs
-                .insert(index, (log.clone(), 0));
-            if step.background {
-                continue;
+            self.record_planner().await?;
+            if let Some(end) = self.check_budget().await? {
+                return Ok(Some(end));
             }
-            let exit = loop {
-                let p = pane.clone();
-                match self.tmux(move |t| t.exit_status(&p)).await {
-                    Ok(Some(exit)) => break exit,
-                    Ok(None) => {}
-                    Err(e) => {
-                        return Ok(Some((
-                            RunStatus::Failed,
-                            format!("lost step {index}'s pane: {e}"),
-                        )));
+            if let Action::Finish { summary, claims } = &action {
+                self.emit(
+                    kind::PROGRESS,
+                    json!({"phase": "execute", "event": "finish", "summary": summary, "claims": claims}),
+                    true,
+                )
+                .await?;
+                self.note_progress(format!("- the planner finished: {summary}"));
+                return Ok(None);
+            }
+            let command = action.policy_command();
+            let decision = self.policy.decide(self.mode, &command);
+            match decision.decision {
+                Verdict::Allow => {}
+                Verdict::Deny => {
+                    return Ok(Some((
+                        RunStatus::Blocked,
+                        format!("`{command}` was not run: {}", decision.reason),
+                    )));
+                }
+                Verdict::Ask => {
+                    if let Some(end) = self.ask(&command, &decision).await? {
+                        return Ok(Some(end));
                     }
                 }
-                if self.cancelled() {
-                    return Ok(Some((
-                        RunStatus::Cancelled,
-                        "cancelled by an operator".into(),
-                    )));
+            }
+            let obs = match &action {
+                Action::Shell {
+                    command,
+                    background,
+                    name,
+                } => match self.shell(command, *background, name.clone(), workdir).await? {
+                    StepEnd::Ended(obs) => obs,
+                    StepEnd::Stop(end) => return Ok(Some(end)),
+                },
+                Action::WriteFile { path, content } => {
+                    self.usage.steps += 1;
+                    let output = match resolve_in(workdir, path) {
+                        Ok(p) => match p.parent().map(std::fs::create_dir_all).unwrap_or(Ok(())).and_then(|_| std::fs::write(&p, content)) {
+                            Ok(()) => format!("wrote {} bytes to {}", content.len(), p.display()),
+                            Err(e) => format!("error: cannot write {}: {e}", p.display()),
+                        },
+                        Err(e) => format!("error: {e}"),
+                    };
+                    self.emit(kind::PROGRESS, json!({"phase": "execute", "event": "write_file", "path": path, "bytes": content.len(), "result": output}), false).await?;
+                    Observation { action: action.clone(), exit: None, output }
                 }
-                tokio::time::sleep(Duration::from_millis(15)).await;
+                Action::ReadFile { path } => {
+                    self.usage.steps += 1;
+                    let output = match resolve_in(workdir, path).and_then(|p| {
+                        std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+                    }) {
+                        Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]).into_owned(),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    self.emit(kind::PROGRESS, json!({"phase": "execute", "event": "read_file", "path": path}), false).await?;
+                    Observation { action: action.clone(), exit: None, output }
+                }
+                Action::Finish { .. } => unreachable!("handled above"),
             };
-            self.finish_pane(index, pane, log).await;
-            let code = exit.code();
-            self.emit(
-                kind::PROGRESS,
-                json!({"phase": "execute", "step": step_json, "event": "exited", "exitStatus": code}),
-                false,
-            )
-            .await?;
-            self.note_progress(format!(
-                "- step {index} `{}` exited with status {code}",
-                step.run
-            ));
-            if code != 0 {
+            self.emit_usage().await?;
+            let failed = obs.exit.is_some_and(|c| c != 0);
+            if failed && !self.planner.adapts() {
+                let code = obs.exit.unwrap_or(-1);
                 return Ok(Some((
                     RunStatus::Failed,
-                    format!("step {index} (`{}`) exited with status {code}", step.run),
+                    format!("step {} (`{command}`) exited with status {code}", self.usage.steps),
                 )));
             }
+            self.planner.observe(obs);
+        }
+    }
+
+    /// Runs one shell action as a step in its own tmux pane.
+    async fn shell(
+        &mut self,
+        command: &str,
+        background: bool,
+        name: Option<String>,
+        workdir: &Path,
+    ) -> Result<StepEnd, Error> {
+        self.usage.steps += 1;
+        let index = self.usage.steps;
+        let session_name = tmux_session_name(&self.run_id);
+        let name = name.unwrap_or_else(|| format!("step-{index}"));
+        let script = self.workspace.join("steps").join(format!("{index}.sh"));
+        fsutil::write_atomic(&script, format!("{command}\n").as_bytes(), 0o600)?;
+        let log = self.workspace.join(step_log(index));
+        let step_json = json!({"index": index, "name": name, "command": command, "background": background});
+        self.emit(
+            kind::PROGRESS,
+            json!({"phase": "execute", "step": step_json, "event": "started"}),
+            false,
+        )
+        .await?;
+        self.note_progress(format!("- step {index} `{command}` started"));
+        let (sn, wd, sc, lg, nm) = (
+            session_name,
+            workdir.to_path_buf(),
+            script,
+            log.clone(),
+            name,
+        );
+        let pane = match self.tmux(move |t| t.spawn(&sn, &nm, &wd, &sc, &lg)).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(StepEnd::Stop((
+                    RunStatus::Failed,
+                    format!("step {index} could not start: {e}"),
+                )));
+            }
+        };
+        self.tailer.lock().await.logs.insert(index, (log.clone(), 0));
+        if background {
+            return Ok(StepEnd::Ended(Observation {
+                action: Action::Shell { command: command.into(), background, name: None },
+                exit: None,
+                output: "started in the background".into(),
+            }));
+        }
+        let exit = loop {
+            let p = pane.clone();
+            match self.tmux(move |t| t.exit_status(&p)).await {
+                Ok(Some(exit)) => break exit,
+                Ok(None) => {}
+                Err(e) => {
+                    return Ok(StepEnd::Stop((
+                        RunStatus::Failed,
+                        format!("lost step {index}'s pane: {e}"),
+                    )));
+                }
+            }
+            if self.cancelled() {
+                return Ok(StepEnd::Stop((RunStatus::Cancelled, "cancelled by an operator".into())));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        };
+        self.finish_pane(index, pane, log.clone()).await;
+        let code = exit.code();
+        self.emit(
+            kind::PROGRESS,
+            json!({"phase": "execute", "step": step_json, "event": "exited", "exitStatus": code}),
+            false,
+        )
+        .await?;
+        self.note_progress(format!("- step {index} `{command}` exited with status {code}"));
+        Ok(StepEnd::Ended(Observation {
+            action: Action::Shell { command: command.into(), background, name: None },
+            exit: Some(code),
+            output: tail_text(&log, 4096),
+        }))
+    }
+
+    /// Applies queued operator controls. Pause holds here (the current action has
+    /// finished, no new one starts) until resume or cancel.
+    async fn apply_controls(&mut self) -> Result<Option<(RunStatus, String)>, Error> {
+        let mut paused = false;
+        loop {
+            if self.cancelled() {
+                return Ok(Some((RunStatus::Cancelled, "cancelled by an operator".into())));
+            }
+            let next = self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let Some(c) = next else {
+                if !paused {
+                    return Ok(None);
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.link.control_notify.notified()).await;
+                continue;
+            };
+            match c["action"].as_str().unwrap_or("") {
+                "pause" if !paused => {
+                    paused = true;
+                    self.status(RunStatus::Paused, Some("paused"), Some("paused by an operator")).await?;
+                    self.note_progress("- paused by an operator".into());
+                }
+                "resume" if paused => {
+                    paused = false;
+                    self.status(RunStatus::Running, Some("execute"), None).await?;
+                    self.note_progress("- resumed".into());
+                }
+                "chat" => {
+                    let text = c["text"].as_str().unwrap_or("").to_string();
+                    self.emit(kind::CHAT, json!({"text": text}), false).await?;
+                    self.note_progress(format!("- feedback: {text}"));
+                    self.planner.feedback(&text);
+                }
+                "rescope" => {
+                    let goal = c["goal"].as_str().unwrap_or("").to_string();
+                    if !goal.trim().is_empty() {
+                        self.emit(kind::RESCOPED, json!({"goal": goal}), true).await?;
+                        self.note_progress(format!("- re-scoped to: {goal}"));
+                        self.planner.rescope(&goal);
+                    }
+                }
+                "approval" => {
+                    self.resolutions.push(c);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Checks every limit before a step; `Some` when one is used up.
+    async fn check_budget(&mut self) -> Result<Option<(RunStatus, String)>, Error> {
+        let u = self.planner.usage();
+        self.usage.tokens = u.tokens;
+        self.usage.cost_usd = u.cost_usd;
+        self.usage.wall_secs = self.started.elapsed().as_secs();
+        let b = &self.budget;
+        let hit = if b.max_steps.is_some_and(|m| self.usage.steps >= m) {
+            Some(("max_steps", format!("{} of {} steps used", self.usage.steps, b.max_steps.unwrap_or(0))))
+        } else if b.max_wall_secs.is_some_and(|m| self.usage.wall_secs >= m) {
+            Some(("max_wall_secs", format!("{} s of {} s used", self.usage.wall_secs, b.max_wall_secs.unwrap_or(0))))
+        } else if b.max_tokens.is_some_and(|m| self.usage.tokens >= m) {
+            Some(("max_tokens", format!("{} of {} tokens used", self.usage.tokens, b.max_tokens.unwrap_or(0))))
+        } else if b.max_cost_usd.is_some_and(|m| self.usage.cost_usd >= m) {
+            Some(("max_cost_usd", format!("${:.4} of ${:.4} used", self.usage.cost_usd, b.max_cost_usd.unwrap_or(0.0))))
+        } else {
+            None
+        };
+        let Some((limit, figures)) = hit else {
+            return Ok(None);
+        };
+        self.emit_usage().await?;
+        self.emit(
+            kind::BUDGET,
+            json!({"limits": self.budget, "exhausted": limit, "usage": self.usage}),
+            true,
+        )
+        .await?;
+        Ok(Some((RunStatus::BudgetExhausted, format!("budget exhausted: {limit} reached ({figures})"))))
+    }
+
+    async fn emit_usage(&mut self) -> Result<(), Error> {
+        let u = self.planner.usage();
+        self.usage.tokens = u.tokens;
+        self.usage.cost_usd = u.cost_usd;
+        self.usage.wall_secs = self.started.elapsed().as_secs();
+        let usage = serde_json::to_value(&self.usage).expect("serializes");
+        self.emit(kind::USAGE, usage, false).await
+    }
+
+    /// Writes the planner's request/response summaries into the session log.
+    async fn record_planner(&mut self) -> Result<(), Error> {
+        for entry in self.planner.drain_log() {
+            self.emit(kind::PLANNER, json!({"planner": self.planner.name(), "llm": entry}), false).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks an operator; `None` means allowed, `Some` ends the run (denied, unanswered,
+    /// cancelled). Never hangs: the timeout ends the run `blocked`.
+    async fn ask(&mut self, command: &str, decision: &Decision) -> Result<Option<(RunStatus, String)>, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let request = json!({
+            "runId": self.run_id,
+            "approvalId": id,
+            "command": command,
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "mode": self.mode,
+            "timeoutSecs": self.approval_timeout.as_secs(),
+        });
+        self.emit(kind::APPROVAL_REQUESTED, request.clone(), true).await?;
+        self.status(RunStatus::AwaitingApproval, Some("approval"), Some(&format!("waiting for approval of `{command}`"))).await?;
+        *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.clone());
+        self.link.send("node.approval.request", request).await;
+        let deadline = tokio::time::Instant::now() + self.approval_timeout;
+        let outcome = loop {
+            if let Some(pos) = self.resolutions.iter().position(|r| r["approvalId"] == id.as_str()) {
+                break Some(self.resolutions.remove(pos));
+            }
+            if self.cancelled() {
+                *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return Ok(Some((RunStatus::Cancelled, "cancelled by an operator".into())));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            // Controls other than approvals (chat, rescope) are applied while waiting.
+            let next = self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            match next {
+                Some(c) if c["action"] == "approval" => self.resolutions.push(c),
+                Some(c) => {
+                    self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).push_front(c);
+                    if let Some(end) = self.apply_controls().await? {
+                        return Ok(Some(end));
+                    }
+                }
+                None => {
+                    let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)), self.link.control_notify.notified()).await;
+                }
+            }
+        };
+        *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let Some(r) = outcome else {
+            self.emit(kind::APPROVAL_RESOLVED, json!({"approvalId": id, "decision": "timeout"}), true).await?;
+            return Ok(Some((
+                RunStatus::Blocked,
+                format!("nobody approved `{command}` within {} s", self.approval_timeout.as_secs()),
+            )));
+        };
+        let allowed = r["decision"] == "allow";
+        let remember = r["remember"] == true;
+        let message = r["message"].as_str().unwrap_or("").to_string();
+        self.emit(
+            kind::APPROVAL_RESOLVED,
+            json!({"approvalId": id, "decision": r["decision"], "remember": remember, "message": message, "by": r["by"]}),
+            true,
+        )
+        .await?;
+        self.status(RunStatus::Running, Some("execute"), None).await?;
+        if !allowed {
+            let why = if message.is_empty() { String::new() } else { format!(": {message}") };
+            return Ok(Some((RunStatus::Blocked, format!("an operator denied `{command}`{why}"))));
+        }
+        if remember {
+            let prefix = remember_prefix(command);
+            self.note_progress(format!("- allowed always: `{prefix}`"));
+            self.policy.remember_allow(&prefix);
         }
         Ok(None)
     }
@@ -440,6 +750,24 @@ impl Worker {
     }
 }
 
+/// The task's budget may only tighten the configured default, never loosen it.
+pub fn effective_budget(default: Option<&Budget>, task: &Budget) -> Budget {
+    fn min<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if y < x { y } else { x }),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
+    let d = default.cloned().unwrap_or_default();
+    Budget {
+        max_steps: min(d.max_steps, task.max_steps),
+        max_wall_secs: min(d.max_wall_secs, task.max_wall_secs),
+        max_tokens: min(d.max_tokens, task.max_tokens),
+        max_cost_usd: min(d.max_cost_usd, task.max_cost_usd),
+    }
+}
+
 /// Runs one run to its end. The process exits when this returns.
 pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result<(), Error> {
     let _lock = take_lock(&home, &run_id)?;
@@ -451,6 +779,9 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         url_hint,
         client: Mutex::new(None),
         cancel: Arc::new(AtomicBool::new(false)),
+        controls: Default::default(),
+        control_notify: tokio::sync::Notify::new(),
+        pending_approval: Default::default(),
     });
     let claim = link.connect().await?;
     let task: Task = serde_json::from_value(claim["task"].clone()).map_err(|e| {
@@ -464,6 +795,25 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
     let tailer = Arc::new(Mutex::new(Tailer {
         logs: BTreeMap::new(),
     }));
+    let config = crate::store::Config::load(&home.config())?;
+    let mode = task.mode.unwrap_or(config.autonomy.default_mode);
+    let policy = Policy::new(config.autonomy.risky.clone())
+        .with("config", config.autonomy.rules())
+        .with("task", task.policy.clone());
+    let budget = effective_budget(config.budget_policies.get("default"), &task.budget);
+    let approval_timeout = Duration::from_secs(
+        task.approval_timeout_secs
+            .unwrap_or(config.autonomy.approval_timeout_secs),
+    );
+    let planner = match (&config.llm, task.steps.is_empty()) {
+        (Some(llm), true) => Planner::Llm(Box::new(crate::agent::llm::LlmPlanner::new(
+            llm,
+            &task,
+            &config,
+            &home,
+        ))),
+        _ => Planner::Script(ScriptPlanner::new(&task)),
+    };
     let mut w = Worker {
         home: home.clone(),
         run_id: run_id.clone(),
@@ -473,6 +823,14 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         tailer: tailer.clone(),
         workspace: workspace.clone(),
         progress: Vec::new(),
+        planner,
+        policy,
+        mode,
+        budget,
+        usage: Usage::default(),
+        started: std::time::Instant::now(),
+        approval_timeout,
+        resolutions: Vec::new(),
     };
     let tail_link = link.clone();
     let tail_task = tokio::spawn(async move {
@@ -484,6 +842,11 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
 
     w.emit(kind::WORKER, json!({"pid": std::process::id()}), false)
         .await?;
+    let planner_name = w.planner.name();
+    w.emit(kind::PLANNER, json!({"planner": planner_name, "mode": mode}), false)
+        .await?;
+    let limits = w.budget.clone();
+    w.emit(kind::BUDGET, json!({"limits": limits}), false).await?;
     w.status(RunStatus::Running, Some("plan"), None).await?;
     let plan: String = task
         .steps
@@ -501,15 +864,18 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
     fsutil::write_atomic(
         &workspace.join("plan.md"),
         format!(
-            "# Plan for {run_id}\n\nGoal: {}\n\nPlanner: script (the task's steps)\n\n{plan}",
-            task.goal
+            "# Plan for {run_id}\n\nGoal: {}\n\nMode: {}\n\nPlanner: {}\n\n{}",
+            task.goal,
+            mode.as_str(),
+            planner_name,
+            if plan.is_empty() { "The model plans one action at a time; see progress.md.\n".to_string() } else { plan }
         )
         .as_bytes(),
         0o600,
     )?;
     w.status(RunStatus::Running, Some("execute"), None).await?;
     let workdir = PathBuf::from(task.workdir.clone().unwrap_or_else(|| ".".into()));
-    let outcome = match w.execute(&task, &workdir).await {
+    let outcome = match w.execute(&workdir).await {
         Ok(Some(early)) => Ok(early),
         Ok(None) => w.verify(&task, &workdir).await,
         Err(e) => Err(e),

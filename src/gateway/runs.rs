@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{ConnHandle, Gateway};
 use crate::agent::session::{self, SessionLog, tmux_session_name};
 use crate::agent::worker::worker_alive;
-use crate::protocol::runs::{Mode, RunStatus, RunSummary, SessionEvent, Task, kind};
+use crate::protocol::runs::{RunStatus, RunSummary, SessionEvent, Task, kind};
 use crate::protocol::{ErrorCode, ErrorShape, events};
 use crate::store::{StoreError, fsutil};
 
@@ -134,7 +134,12 @@ impl Runs {
     }
 }
 
-fn append(log_path: &str, run_id: &str, kind: &str, payload: Value) -> Result<SessionEvent, StoreError> {
+fn append(
+    log_path: &str,
+    run_id: &str,
+    kind: &str,
+    payload: Value,
+) -> Result<SessionEvent, StoreError> {
     let mut log = SessionLog::open(std::path::Path::new(log_path), run_id)?;
     log.append(kind, payload, true)
 }
@@ -239,7 +244,7 @@ pub fn start(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
     if !std::path::Path::new(&workdir).is_absolute() {
         return Err(ErrorShape::invalid("task.workdir must be an absolute path"));
     }
-    let mode = p.task.mode.unwrap_or(Mode::AgentDecides);
+    let mode = p.task.mode.unwrap_or(gw.config.autonomy.default_mode);
     let run_id = new_run_id();
     let agent = session::DEFAULT_AGENT;
     let workspace = session::workspace_path(&gw.home, &run_id);
@@ -250,8 +255,11 @@ pub fn start(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
         created["taskFile"] = json!(f);
     }
     let mut log = SessionLog::open(&log_path, &run_id).map_err(store_err)?;
-    let ev = log.append(kind::CREATED, created, true).map_err(store_err)?;
-    let summary = session::fold(&gw.home, &[ev.clone()]).ok_or_else(|| ErrorShape::internal("cannot fold a new run"))?;
+    let ev = log
+        .append(kind::CREATED, created, true)
+        .map_err(store_err)?;
+    let summary = session::fold(&gw.home, &[ev.clone()])
+        .ok_or_else(|| ErrorShape::internal("cannot fold a new run"))?;
     {
         let mut inner = gw.runs.lock();
         inner.runs.insert(
@@ -330,7 +338,9 @@ pub fn schedule(gw: &Arc<Gateway>) {
             if active >= limit {
                 return;
             }
-            let Some(id) = inner.queue.pop_front() else { return };
+            let Some(id) = inner.queue.pop_front() else {
+                return;
+            };
             if let Some(e) = inner.runs.get_mut(&id) {
                 e.active = true;
             }
@@ -338,7 +348,11 @@ pub fn schedule(gw: &Arc<Gateway>) {
         };
         if let Err(e) = spawn_worker(gw, &next) {
             tracing::error!(run = %next, "cannot start a worker: {e}");
-            let log = gw.runs.get(&next).map(|s| s.session_log).unwrap_or_default();
+            let log = gw
+                .runs
+                .get(&next)
+                .map(|s| s.session_log)
+                .unwrap_or_default();
             if let Ok(ev) = append(
                 &log,
                 &next,
@@ -404,11 +418,20 @@ fn worker_gone(gw: &Arc<Gateway>, run_id: &str) {
     let (status, reason) = if cancelled {
         ("cancelled", "cancelled by an operator")
     } else {
-        ("interrupted", "the worker process died before the run ended")
+        (
+            "interrupted",
+            "the worker process died before the run ended",
+        )
     };
     // Processes the dead worker left in tmux would otherwise run on unsupervised.
-    crate::terminal::Tmux::new(gw.home.tmux_socket()).kill_session(&tmux_session_name(run_id), Duration::from_secs(2));
-    match append(&s.session_log, run_id, kind::STATUS, json!({"status": status, "reason": reason, "exitCode": 6})) {
+    crate::terminal::Tmux::new(gw.home.tmux_socket())
+        .kill_session(&tmux_session_name(run_id), Duration::from_secs(2));
+    match append(
+        &s.session_log,
+        run_id,
+        kind::STATUS,
+        json!({"status": status, "reason": reason, "exitCode": 6}),
+    ) {
         Ok(ev) => gw.runs.apply(gw, &ev),
         Err(e) => tracing::error!(run = %run_id, "cannot record the interruption: {e}"),
     }
@@ -424,13 +447,19 @@ pub async fn supervise(gw: Arc<Gateway>) {
             let adopted = inner
                 .runs
                 .iter()
-                .filter(|(_, e)| e.active && !e.summary.status.is_terminal() && e.summary.worker_pid.is_some())
+                .filter(|(_, e)| {
+                    e.active && !e.summary.status.is_terminal() && e.summary.worker_pid.is_some()
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             let overdue = inner
                 .runs
                 .iter()
-                .filter(|(_, e)| e.cancel_requested.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) && !e.summary.status.is_terminal())
+                .filter(|(_, e)| {
+                    e.cancel_requested
+                        .is_some_and(|t| t.elapsed() > Duration::from_secs(5))
+                        && !e.summary.status.is_terminal()
+                })
                 .map(|(id, e)| (id.clone(), e.summary.worker_pid))
                 .collect();
             (adopted, overdue)
@@ -443,7 +472,10 @@ pub async fn supervise(gw: Arc<Gateway>) {
         }
         for (id, pid) in overdue {
             if let Some(pid) = pid {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let gw2 = gw.clone();
             tokio::task::spawn_blocking(move || worker_gone(&gw2, &id));
@@ -466,7 +498,11 @@ pub fn list(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
         .filter_map(|id| gw.runs.summary(&inner, id))
         .filter(|s| p.status.is_none_or(|st| s.status == st))
         .collect();
-    runs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.run_id.cmp(&b.run_id)));
+    runs.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then(a.run_id.cmp(&b.run_id))
+    });
     Ok(json!({ "runs": runs }))
 }
 
@@ -481,7 +517,10 @@ pub fn control(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
     let (queued, node, log, status) = {
         let mut inner = gw.runs.lock();
         let pos = inner.queue.iter().position(|q| *q == p.run_id);
-        let e = inner.runs.get_mut(&p.run_id).ok_or_else(|| not_found(&p.run_id))?;
+        let e = inner
+            .runs
+            .get_mut(&p.run_id)
+            .ok_or_else(|| not_found(&p.run_id))?;
         if e.summary.status.is_terminal() {
             return Ok(json!({"runId": p.run_id, "action": p.action, "status": e.summary.status}));
         }
@@ -501,7 +540,11 @@ pub fn control(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
         return Ok(json!({"runId": p.run_id, "action": p.action, "status": "cancelled"}));
     }
     let delivered = node.is_some_and(|conn| {
-        gw.send_to(conn, events::NODE_CONTROL, &json!({"runId": p.run_id, "action": "cancel"}))
+        gw.send_to(
+            conn,
+            events::NODE_CONTROL,
+            &json!({"runId": p.run_id, "action": "cancel"}),
+        )
     });
     if !delivered {
         tracing::warn!(run = %p.run_id, "no worker connected to take the cancel: it will be killed");
@@ -528,9 +571,16 @@ pub fn terminal_read(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
     let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": "", "size": 0}));
+            return Ok(
+                json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": "", "size": 0}),
+            );
         }
-        Err(e) => return Err(ErrorShape::new(ErrorCode::Unavailable, format!("cannot read the pane log: {e}"))),
+        Err(e) => {
+            return Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!("cannot read the pane log: {e}"),
+            ));
+        }
     };
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let limit = p.limit.unwrap_or(256 * 1024).min(512 * 1024);
@@ -539,17 +589,30 @@ pub fn terminal_read(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
     if n > 0 {
         f.seek(SeekFrom::Start(p.offset))
             .and_then(|_| f.read_exact(&mut buf))
-            .map_err(|e| ErrorShape::new(ErrorCode::Unavailable, format!("cannot read the pane log: {e}")))?;
+            .map_err(|e| {
+                ErrorShape::new(
+                    ErrorCode::Unavailable,
+                    format!("cannot read the pane log: {e}"),
+                )
+            })?;
     }
-    Ok(json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": STANDARD.encode(&buf), "size": size}))
+    Ok(
+        json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": STANDARD.encode(&buf), "size": size}),
+    )
 }
 
 pub fn claim(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, ErrorShape> {
     let p: ClaimParams = decode(params)?;
     let mut inner = gw.runs.lock();
-    let e = inner.runs.get_mut(&p.run_id).ok_or_else(|| not_found(&p.run_id))?;
+    let e = inner
+        .runs
+        .get_mut(&p.run_id)
+        .ok_or_else(|| not_found(&p.run_id))?;
     if e.summary.status.is_terminal() {
-        return Err(ErrorShape::new(ErrorCode::Conflict, format!("run {} already ended ({})", p.run_id, e.summary.status)));
+        return Err(ErrorShape::new(
+            ErrorCode::Conflict,
+            format!("run {} already ended ({})", p.run_id, e.summary.status),
+        ));
     }
     e.node_conn = Some(conn.id);
     e.active = true;
@@ -575,7 +638,8 @@ pub fn node_event(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape>
 
 pub fn node_output(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
     let p: OutputParams = decode(params)?;
-    let payload = json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": p.data}).to_string();
+    let payload =
+        json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": p.data}).to_string();
     for conn in gw.read_conns().values() {
         let subscribed = conn
             .subscriptions

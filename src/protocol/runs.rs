@@ -24,6 +24,37 @@ pub struct Task {
     /// Acceptance checks, run by the verifier, never by the agent.
     #[serde(default)]
     pub accept: Vec<Check>,
+    /// Rules for this task, on top of config.yaml's (strictest wins).
+    #[serde(default, skip_serializing_if = "PolicyRules::is_empty")]
+    pub policy: PolicyRules,
+    /// How long an approval may wait before the run ends `blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_secs: Option<u64>,
+}
+
+/// `allow` / `ask` / `deny` rules by command prefix.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyRules {
+    pub allow: Vec<String>,
+    pub ask: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl PolicyRules {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.ask.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// What a run has used so far, checked against its [`Budget`] before every step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub steps: u32,
+    pub wall_secs: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +213,10 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         !matches!(
             self,
-            RunStatus::Queued | RunStatus::Running | RunStatus::Paused | RunStatus::AwaitingApproval
+            RunStatus::Queued
+                | RunStatus::Running
+                | RunStatus::Paused
+                | RunStatus::AwaitingApproval
         )
     }
 
@@ -195,7 +229,10 @@ impl RunStatus {
             RunStatus::BudgetExhausted => 5,
             RunStatus::Cancelled | RunStatus::Interrupted => 6,
             // Not ended: a client that stops watching early has proven nothing.
-            RunStatus::Queued | RunStatus::Running | RunStatus::Paused | RunStatus::AwaitingApproval => 1,
+            RunStatus::Queued
+            | RunStatus::Running
+            | RunStatus::Paused
+            | RunStatus::AwaitingApproval => 1,
         }
     }
 
@@ -283,6 +320,20 @@ pub struct RunSummary {
     pub queue_position: Option<usize>,
     /// seq of the last session-log event folded into this summary.
     pub seq: u64,
+    /// The limits in force (config's budget_policies tightened by the task).
+    #[serde(default)]
+    pub budget: Budget,
+    #[serde(default)]
+    pub usage: Usage,
+    /// Earlier goals, oldest first, when an operator re-scoped the run.
+    #[serde(default)]
+    pub goal_history: Vec<String>,
+    /// The action waiting for an operator, while `awaiting_approval`.
+    #[serde(default)]
+    pub pending_approval: Option<Value>,
+    /// `script` or `llm`.
+    #[serde(default)]
+    pub planner: Option<String>,
 }
 
 /// One line of a session log: `agents/{agent}/sessions/{run}.jsonl`.
@@ -303,4 +354,11 @@ pub mod kind {
     pub const STATUS: &str = "run.status";
     pub const PROGRESS: &str = "run.progress";
     pub const WORKER: &str = "worker.started";
+    pub const BUDGET: &str = "run.budget";
+    pub const USAGE: &str = "run.usage";
+    pub const RESCOPED: &str = "run.rescoped";
+    pub const CHAT: &str = "run.chat";
+    pub const APPROVAL_REQUESTED: &str = "approval.requested";
+    pub const APPROVAL_RESOLVED: &str = "approval.resolved";
+    pub const PLANNER: &str = "planner";
 }

@@ -15,6 +15,72 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub pairing: PairingConfig,
     pub runs: RunsConfig,
+    pub autonomy: AutonomyConfig,
+    /// Budgets by name; `default` bounds every run, and a task's `budget` may only
+    /// tighten it.
+    pub budget_policies: std::collections::BTreeMap<String, crate::protocol::runs::Budget>,
+    /// An OpenAI-compatible chat-completions endpoint; without it the scripted planner
+    /// (the task's steps) is used.
+    pub llm: Option<LlmConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutonomyConfig {
+    /// always-ask | agent-decides | always-execute, when a task does not say.
+    pub default_mode: crate::protocol::runs::Mode,
+    /// How long an approval may wait before the run ends `blocked`.
+    pub approval_timeout_secs: u64,
+    pub allow: Vec<String>,
+    pub ask: Vec<String>,
+    pub deny: Vec<String>,
+    /// Command prefixes agent-decides treats as risky; null = the built-in list.
+    pub risky: Option<Vec<String>>,
+}
+
+impl Default for AutonomyConfig {
+    fn default() -> Self {
+        AutonomyConfig {
+            default_mode: crate::protocol::runs::Mode::AgentDecides,
+            approval_timeout_secs: 300,
+            allow: Vec::new(),
+            ask: Vec::new(),
+            deny: Vec::new(),
+            risky: None,
+        }
+    }
+}
+
+impl AutonomyConfig {
+    pub fn rules(&self) -> crate::protocol::runs::PolicyRules {
+        crate::protocol::runs::PolicyRules {
+            allow: self.allow.clone(),
+            ask: self.ask.clone(),
+            deny: self.deny.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1 (Ollama)
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub price_per_mtok_in: f64,
+    #[serde(default)]
+    pub price_per_mtok_out: f64,
+    /// Seconds to wait for one API answer.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_llm_timeout() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +161,16 @@ pairing:
   auto_approve_local: true   # false: local devices need approval too (shared hosts)
 runs:
   concurrency: 2             # runs executing at once; the rest wait in the queue
+autonomy:
+  default_mode: agent-decides    # always-ask | agent-decides | always-execute
+  approval_timeout_secs: 300     # unanswered approvals end the run `blocked` (exit 4)
+  allow: []                      # command prefixes, e.g. [\"cargo test\", \"ls\"]
+  ask: []
+  deny: []                       # e.g. [\"rm -rf /\", \"git push --force\"]; deny always wins
+  risky: null                    # prefixes agent-decides asks about; null = built-in list
+budget_policies: {}              # e.g. {default: {max_steps: 50, max_wall_secs: 1800, max_tokens: 500000, max_cost_usd: 2.0}}
+llm: null                        # e.g. {base_url: https://api.openai.com/v1, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
+                                 #       price_per_mtok_in: 0.15, price_per_mtok_out: 0.6}
 ";
 
 impl Config {
