@@ -9,6 +9,7 @@ pub mod agent;
 pub mod client;
 pub mod cmd;
 pub mod error;
+pub mod evidence;
 pub mod gateway;
 pub mod identity;
 pub mod logging;

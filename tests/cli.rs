@@ -31,9 +31,15 @@ fn init_creates_private_files_and_never_overwrites() {
     assert!(out.status.success());
     let first: InitOut = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(first.schema, "viber.init/v1");
-    assert_eq!(first.created.len(), 4, "{first:?}");
+    // config, device key, gateway token, report-signing key (the home dir itself too)
+    assert_eq!(first.created.len(), 5, "{first:?}");
     assert!(first.fingerprint.starts_with("SHA256:"));
-    for f in ["identity/device_ed25519", "gateway/token", "config.yaml"] {
+    for f in [
+        "identity/device_ed25519",
+        "gateway/token",
+        "config.yaml",
+        "gateway/signing_ed25519",
+    ] {
         assert_eq!(mode_of(&home.file(f)), 0o600, "{f}");
     }
     for d in ["", "identity", "gateway"] {

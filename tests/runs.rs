@@ -37,31 +37,61 @@ fn pid_alive(pattern: &str) -> bool {
 use std::process::Command as StdCommand;
 
 #[test]
-fn the_hello_example_runs_offline_with_autostart_and_ends_unverified() {
+fn the_hello_example_runs_offline_with_autostart_and_is_proven() {
     let home = TestHome::new();
     home.write_config("gateway:\n  bind: 127.0.0.1:0\n");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.yaml");
-    let out = home.viber().arg("run").arg(&example).arg("--json").output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&example)
+        .arg("--json")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no gateway was running"), "{err}");
-    assert_eq!(out.status.code(), Some(1), "no verifier proved it: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "its accept check proved it: {err}"
+    );
     let lines = lines(&out);
     let last = lines.last().unwrap();
     assert_eq!(last["schema"], "viber.run/v1");
-    assert_eq!(last["status"], "unverified");
-    assert_eq!(last["exitCode"], 1);
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["exitCode"], 0);
     let run_id = last["runId"].as_str().unwrap();
     let workspace = Path::new(last["workspace"].as_str().unwrap());
-    assert!(lines[..lines.len() - 1].iter().all(|l| l["schema"] == "viber.event/v1"));
-    assert!(lines.iter().any(|l| l["event"] == "run.progress" && l["payload"]["event"] == "exited"));
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["schema"] == "viber.event/v1")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "run.progress" && l["payload"]["event"] == "exited")
+    );
     let steps = last["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     assert!(steps.iter().all(|s| s["exitStatus"] == 0));
     // Evidence and notes on disk.
     let log1 = std::fs::read_to_string(workspace.join("evidence/terminal/1.log")).unwrap();
     assert!(log1.contains("hello from viber"), "{log1}");
-    assert!(std::fs::read_to_string(workspace.join("plan.md")).unwrap().contains("echo"));
-    assert!(std::fs::read_to_string(workspace.join("progress.md")).unwrap().contains("unverified"));
+    assert!(
+        std::fs::read_to_string(workspace.join("plan.md"))
+            .unwrap()
+            .contains("echo")
+    );
+    let progress = std::fs::read_to_string(workspace.join("progress.md")).unwrap();
+    assert!(
+        progress.contains("claim 1") && progress.contains("proven"),
+        "{progress}"
+    );
+    assert!(progress.contains("succeeded"), "{progress}");
+    // The verifier's signed report is there by the time `viber run` returns.
+    assert!(workspace.join("report.json").is_file());
+    assert!(workspace.join("report.json.sig").is_file());
     // The session log holds the whole history, one JSON line per event.
     let session = home.file(&format!("agents/default/sessions/{run_id}.jsonl"));
     let events: Vec<Value> = std::fs::read_to_string(&session)
@@ -75,7 +105,10 @@ fn the_hello_example_runs_offline_with_autostart_and_ends_unverified() {
         assert_eq!(e["runId"], run_id);
         assert!(e["ts"].is_string());
     }
-    assert!(!home.tmux_has_session(run_id), "no tmux session left behind");
+    assert!(
+        !home.tmux_has_session(run_id),
+        "no tmux session left behind"
+    );
     home.viber().args(["gateway", "stop"]).assert().success();
 }
 
@@ -83,17 +116,41 @@ fn the_hello_example_runs_offline_with_autostart_and_ends_unverified() {
 fn a_failing_step_and_a_missing_command_end_failed() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(&home, "fail.yaml", "goal: fail\nsteps:\n  - run: echo before; exit 3\n  - run: echo never\n");
-    let out = home.viber().arg("run").arg(&t).arg("--json").output().unwrap();
+    let t = task(
+        &home,
+        "fail.yaml",
+        "goal: fail\nsteps:\n  - run: echo before; exit 3\n  - run: echo never\n",
+    );
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let last = lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
-    assert_eq!(last["steps"].as_array().unwrap().len(), 1, "step 2 never started");
+    assert_eq!(
+        last["steps"].as_array().unwrap().len(),
+        1,
+        "step 2 never started"
+    );
     assert_eq!(last["steps"][0]["exitStatus"], 3);
     assert!(last["reason"].as_str().unwrap().contains("status 3"));
 
-    let t = task(&home, "nocmd.yaml", "goal: x\nsteps:\n  - run: no-such-command-viber-test\n");
-    let out = home.viber().arg("run").arg(&t).arg("--json").output().unwrap();
+    let t = task(
+        &home,
+        "nocmd.yaml",
+        "goal: x\nsteps:\n  - run: no-such-command-viber-test\n",
+    );
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let last = lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
@@ -107,22 +164,43 @@ fn bad_task_files_exit_2_and_start_nothing() {
     let cases = [
         ("missing.yaml", None, "missing.yaml"),
         ("yaml.yaml", Some("goal: [unclosed\n"), "yaml.yaml:"),
-        ("unknown.yaml", Some("goal: x\nstepz: []\n"), "unknown.yaml:2:"),
-        ("type.yaml", Some("goal: x\nsteps:\n  - run: ls\n    background: sometimes\n"), "type.yaml:4:"),
-        ("check.yaml", Some("goal: x\naccept:\n  - claim: c\n    ping: example.com\n"), "ping"),
+        (
+            "unknown.yaml",
+            Some("goal: x\nstepz: []\n"),
+            "unknown.yaml:2:",
+        ),
+        (
+            "type.yaml",
+            Some("goal: x\nsteps:\n  - run: ls\n    background: sometimes\n"),
+            "type.yaml:4:",
+        ),
+        (
+            "check.yaml",
+            Some("goal: x\naccept:\n  - claim: c\n    ping: example.com\n"),
+            "ping",
+        ),
     ];
     for (name, body, needle) in cases {
         let p = home.file(&format!("../{name}"));
         if let Some(b) = body {
             std::fs::write(&p, b).unwrap();
         }
-        let out = home.viber().arg("run").arg(&p).arg("--json").output().unwrap();
+        let out = home
+            .viber()
+            .arg("run")
+            .arg(&p)
+            .arg("--json")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{name}: {err}");
         assert_eq!(stdout_json(&out)["code"], "BAD_INPUT");
     }
-    assert!(home.gateway_json().is_none(), "no gateway was started for bad input");
+    assert!(
+        home.gateway_json().is_none(),
+        "no gateway was started for bad input"
+    );
     assert!(!home.file("workspace").exists(), "no run was started");
 }
 
@@ -131,26 +209,56 @@ fn detach_status_runs_and_not_found() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
     let t = task(&home, "ok.yaml", "goal: quick\nsteps:\n  - run: echo hi\n");
-    let out = home.viber().arg("run").arg(&t).args(["--detach", "--json"]).output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .args(["--detach", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let started = stdout_json(&out);
     let run_id = started["runId"].as_str().unwrap().to_string();
-    let done = home.wait_run(&run_id, "the run to end", |v| v["exitCode"] == 1 && v["status"] != "queued" && v["status"] != "running");
+    let done = home.wait_run(&run_id, "the run to end", |v| {
+        v["exitCode"] == 1 && v["status"] != "queued" && v["status"] != "running"
+    });
     assert_eq!(done["schema"], "viber.run/v1");
     assert_eq!(done["status"], "unverified");
-    assert!(done["tmux"]["attach"].as_str().unwrap().contains("attach -r"));
+    assert!(
+        done["tmux"]["attach"]
+            .as_str()
+            .unwrap()
+            .contains("attach -r")
+    );
     let human = home.viber().args(["status", &run_id]).output().unwrap();
     let text = String::from_utf8(human.stdout).unwrap();
-    assert!(text.contains("tmux -S") && text.contains("attach -r"), "{text}");
+    assert!(
+        text.contains("tmux -S") && text.contains("attach -r"),
+        "{text}"
+    );
 
     let list = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
     assert_eq!(list["schema"], "viber.runs/v1");
-    assert!(list["runs"].as_array().unwrap().iter().any(|r| r["runId"] == run_id));
+    assert!(
+        list["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["runId"] == run_id)
+    );
 
-    let out = home.viber().args(["status", "no-such-run", "--json"]).output().unwrap();
+    let out = home
+        .viber()
+        .args(["status", "no-such-run", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout_json(&out)["code"], "NOT_FOUND");
-    let out = home.viber().args(["watch", "no-such-run"]).output().unwrap();
+    let out = home
+        .viber()
+        .args(["watch", "no-such-run"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -164,7 +272,13 @@ fn watch_terminal_prints_exactly_the_pane_logs() {
         "term.yaml",
         "goal: print\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done; seq 1 30000; printf '\\377\\001end\\n'\n  - run: echo second step\n",
     );
-    let out = home.viber().arg("run").arg(&t).args(["--detach"]).output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .args(["--detach"])
+        .output()
+        .unwrap();
     let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let watch = home
         .std_viber()
@@ -173,10 +287,17 @@ fn watch_terminal_prints_exactly_the_pane_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    home.wait_run(&run_id, "step 1 to start", |v| v["steps"][0]["state"] == "running");
+    home.wait_run(&run_id, "step 1 to start", |v| {
+        v["steps"][0]["state"] == "running"
+    });
     std::fs::write(t.parent().unwrap().join("go"), "").unwrap();
     let out = watch.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ws = home.wait_run(&run_id, "end", |v| v["status"] == "unverified")["workspace"]
         .as_str()
         .unwrap()
@@ -185,14 +306,21 @@ fn watch_terminal_prints_exactly_the_pane_logs() {
     expected.extend(std::fs::read(Path::new(&ws).join("evidence/terminal/2.log")).unwrap());
     assert!(expected.len() > 150_000);
     assert_eq!(out.stdout.len(), expected.len(), "bytes lost or duplicated");
-    assert!(out.stdout == expected, "the stream differs from the pane logs");
+    assert!(
+        out.stdout == expected,
+        "the stream differs from the pane logs"
+    );
 }
 
 #[test]
 fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
     let home = TestHome::new();
     let gw = home.start_gateway();
-    let t = task(&home, "idem.yaml", "goal: once\nsteps:\n  - run: echo once\n");
+    let t = task(
+        &home,
+        "idem.yaml",
+        "goal: once\nsteps:\n  - run: echo once\n",
+    );
     let start = |h: &TestHome| {
         let out = h
             .viber()
@@ -201,7 +329,11 @@ fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
             .args(["--detach", "--json", "--idempotency-key", "nightly-42"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         stdout_json(&out)["runId"].as_str().unwrap().to_string()
     };
     let first = start(&home);
@@ -211,9 +343,17 @@ fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
     let _gw = home.start_gateway();
     assert_eq!(start(&home), first, "the record survived the kill -9");
     let list = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
-    assert_eq!(list["runs"].as_array().unwrap().len(), 1, "one run, not three");
+    assert_eq!(
+        list["runs"].as_array().unwrap().len(),
+        1,
+        "one run, not three"
+    );
 
-    let other = task(&home, "other.yaml", "goal: different\nsteps:\n  - run: echo other\n");
+    let other = task(
+        &home,
+        "other.yaml",
+        "goal: different\nsteps:\n  - run: echo other\n",
+    );
     let out = home
         .viber()
         .arg("run")
@@ -247,16 +387,30 @@ fn cancel_kills_the_pane_and_everything_it_started() {
         let v = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
         v["runs"][0]["runId"].as_str().map(str::to_string)
     });
-    home.wait_run(&run_id, "the step to run", |v| v["steps"][0]["state"] == "running");
-    wait_for("the sleeps to start", Duration::from_secs(10), || pid_alive("sleep 87654[23]").then_some(()));
-    let params = format!(r#"{{"runId":"{run_id}","action":"cancel","idempotencyKey":"c1"}}"#);
-    home.viber().args(["call", "run.control", "--params", &params]).assert().success();
-    let out = run.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(lines(&out).pop().unwrap()["status"], "cancelled");
-    wait_for("every process of the run to be gone", Duration::from_secs(10), || {
-        (!pid_alive("sleep 87654[23]")).then_some(())
+    home.wait_run(&run_id, "the step to run", |v| {
+        v["steps"][0]["state"] == "running"
     });
+    wait_for("the sleeps to start", Duration::from_secs(10), || {
+        pid_alive("sleep 87654[23]").then_some(())
+    });
+    let params = format!(r#"{{"runId":"{run_id}","action":"cancel","idempotencyKey":"c1"}}"#);
+    home.viber()
+        .args(["call", "run.control", "--params", &params])
+        .assert()
+        .success();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&out).pop().unwrap()["status"], "cancelled");
+    wait_for(
+        "every process of the run to be gone",
+        Duration::from_secs(10),
+        || (!pid_alive("sleep 87654[23]")).then_some(()),
+    );
     assert!(!home.tmux_has_session(&run_id));
 }
 
@@ -264,20 +418,38 @@ fn cancel_kills_the_pane_and_everything_it_started() {
 fn a_killed_worker_marks_the_run_interrupted() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(&home, "w.yaml", "goal: long\nsteps:\n  - run: sleep 765432\n");
-    let out = home.viber().arg("run").arg(&t).arg("--detach").output().unwrap();
+    let t = task(
+        &home,
+        "w.yaml",
+        "goal: long\nsteps:\n  - run: sleep 765432\n",
+    );
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--detach")
+        .output()
+        .unwrap();
     let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let v = home.wait_run(&run_id, "the worker to run the step", |v| {
         v["steps"][0]["state"] == "running" && v["workerPid"].is_u64()
     });
     let pid = v["workerPid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let v = home.wait_run(&run_id, "the run to be interrupted", |v| v["status"] != "running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let v = home.wait_run(&run_id, "the run to be interrupted", |v| {
+        v["status"] != "running"
+    });
     assert_eq!(v["status"], "interrupted");
     assert_eq!(v["exitCode"], 6);
-    wait_for("the orphaned step to be killed", Duration::from_secs(10), || {
-        (!pid_alive("sleep 765432")).then_some(())
-    });
+    wait_for(
+        "the orphaned step to be killed",
+        Duration::from_secs(10),
+        || (!pid_alive("sleep 765432")).then_some(()),
+    );
     let out = home.viber().args(["watch", &run_id]).output().unwrap();
     assert_eq!(out.status.code(), Some(6));
 }
@@ -292,19 +464,36 @@ fn a_run_survives_a_gateway_restart() {
         "restart.yaml",
         "goal: survive\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done; echo after-restart\n  - run: echo two\n",
     );
-    let out = home.viber().arg("run").arg(&t).arg("--detach").output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--detach")
+        .output()
+        .unwrap();
     let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let before = home.wait_run(&run_id, "step 1 to run", |v| v["steps"][0]["state"] == "running");
+    let before = home.wait_run(&run_id, "step 1 to run", |v| {
+        v["steps"][0]["state"] == "running"
+    });
     let (status, _) = gw.stop();
     assert!(status.success());
     let _gw = home.start_gateway();
     std::fs::write(dir.join("go"), "").unwrap();
-    let after = home.wait_run(&run_id, "the run to finish", |v| v["status"] == "unverified");
+    let after = home.wait_run(&run_id, "the run to finish", |v| {
+        v["status"] == "unverified"
+    });
     assert_eq!(after["steps"].as_array().unwrap().len(), 2);
     assert_eq!(after["steps"][1]["exitStatus"], 0);
-    assert_eq!(after["workerPid"], before["workerPid"], "the same worker finished it");
+    assert_eq!(
+        after["workerPid"], before["workerPid"],
+        "the same worker finished it"
+    );
     // The node reconnected to the new gateway and reported; a watcher sees the outcome.
-    let out = home.viber().args(["watch", &run_id, "--json"]).output().unwrap();
+    let out = home
+        .viber()
+        .args(["watch", &run_id, "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lines(&out).pop().unwrap()["status"], "unverified");
     // And a restart after the end shows the same history.
@@ -320,14 +509,46 @@ fn runs_queue_beyond_the_concurrency_limit() {
     home.write_config("runs:\n  concurrency: 1\n");
     let _gw = home.start_gateway();
     let dir = home.file("../tasks");
-    let t1 = task(&home, "q1.yaml", "goal: first\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done\n");
-    let t2 = task(&home, "q2.yaml", "goal: second\nsteps:\n  - run: echo second\n");
-    let id1 = String::from_utf8(home.viber().arg("run").arg(&t1).arg("--detach").output().unwrap().stdout).unwrap();
-    let id2 = String::from_utf8(home.viber().arg("run").arg(&t2).arg("--detach").output().unwrap().stdout).unwrap();
+    let t1 = task(
+        &home,
+        "q1.yaml",
+        "goal: first\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done\n",
+    );
+    let t2 = task(
+        &home,
+        "q2.yaml",
+        "goal: second\nsteps:\n  - run: echo second\n",
+    );
+    let id1 = String::from_utf8(
+        home.viber()
+            .arg("run")
+            .arg(&t1)
+            .arg("--detach")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let id2 = String::from_utf8(
+        home.viber()
+            .arg("run")
+            .arg(&t2)
+            .arg("--detach")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let (id1, id2) = (id1.trim(), id2.trim());
     home.wait_run(id1, "the first to run", |v| v["status"] == "running");
     let list = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
-    let second = list["runs"].as_array().unwrap().iter().find(|r| r["runId"] == id2).unwrap().clone();
+    let second = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["runId"] == id2)
+        .unwrap()
+        .clone();
     assert_eq!(second["status"], "queued");
     assert_eq!(second["queuePosition"], 1);
     let text = String::from_utf8(home.viber().arg("runs").output().unwrap().stdout).unwrap();
@@ -345,9 +566,18 @@ fn background_steps_live_until_the_run_ends_then_are_cleaned_up() {
         "bg.yaml",
         "goal: bg\nsteps:\n  - run: sleep 654321\n    background: true\n  - run: pgrep -f 'sleep 654321'\n",
     );
-    let out = home.viber().arg("run").arg(&t).arg("--json").output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
     let last = lines(&out).pop().unwrap();
-    assert_eq!(last["steps"][1]["exitStatus"], 0, "the background step was alive during step 2");
+    assert_eq!(
+        last["steps"][1]["exitStatus"], 0,
+        "the background step was alive during step 2"
+    );
     assert!(!pid_alive("sleep 654321"), "and gone after the run");
     assert!(!home.tmux_has_session(last["runId"].as_str().unwrap()));
 }
@@ -358,7 +588,13 @@ fn node_and_operator_methods_are_kept_apart() {
     let gw = home.start_gateway();
     let out = home
         .viber()
-        .args(["call", "node.run.claim", "--params", r#"{"runId":"x","pid":1}"#, "--json"])
+        .args([
+            "call",
+            "node.run.claim",
+            "--params",
+            r#"{"runId":"x","pid":1}"#,
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
@@ -373,10 +609,16 @@ fn node_and_operator_methods_are_kept_apart() {
         opts.scopes = vec![viber::protocol::Scope::NodeExec];
         opts.mode = viber::protocol::ClientMode::Node;
         let client = Client::connect(&key, &opts).await.unwrap();
-        let e = client.request("run.list", serde_json::json!({})).await.unwrap_err();
+        let e = client
+            .request("run.list", serde_json::json!({}))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("FORBIDDEN"), "{e}");
         // Asking for operator scopes as a node gets nothing more.
-        assert_eq!(client.hello.auth.scopes, vec![viber::protocol::Scope::NodeExec]);
+        assert_eq!(
+            client.hello.auth.scopes,
+            vec![viber::protocol::Scope::NodeExec]
+        );
     });
 }
 
@@ -394,14 +636,32 @@ fn without_tmux_the_run_fails_saying_how_to_install_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut gw = common::GatewayProc { pid: child.id(), child: Some(child), url: String::new() };
-    wait_for("gateway.json", Duration::from_secs(20), || home.gateway_json().filter(|g| g.pid == gw.pid));
+    let mut gw = common::GatewayProc {
+        pid: child.id(),
+        child: Some(child),
+        url: String::new(),
+    };
+    wait_for("gateway.json", Duration::from_secs(20), || {
+        home.gateway_json().filter(|g| g.pid == gw.pid)
+    });
     let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
-    let out = home.viber().arg("run").arg(&t).arg("--json").output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let last = lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
-    assert!(last["reason"].as_str().unwrap().contains("apt-get install tmux"), "{last}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("apt-get install tmux"),
+        "{last}"
+    );
     gw.stop();
 }
 
@@ -412,7 +672,13 @@ fn an_unwritable_workspace_fails_loudly_and_the_gateway_stays_up() {
     // A file where the workspace directory should be: nothing can be created under it.
     std::fs::write(home.file("workspace"), "not a directory").unwrap();
     let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
-    let out = home.viber().arg("run").arg(&t).arg("--json").output().unwrap();
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v = stdout_json(&out);
     assert_eq!(v["code"], "UNAVAILABLE");

@@ -16,10 +16,36 @@ pub use crate::protocol::runs::PolicyRules as Rules;
 
 /// Commands that `agent-decides` treats as risky when no rule covers them.
 pub const DEFAULT_RISKY: &[&str] = &[
-    "rm", "sudo", "su", "dd", "mkfs", "mkfs.", "chmod", "chown", "kill", "pkill", "killall",
-    "shutdown", "reboot", "systemctl", "git push", "git reset --hard", "git clean", "apt",
-    "apt-get", "dnf", "yum", "pip install", "npm install", "cargo install", "curl", "wget",
-    "mv", "truncate", "docker", "crontab",
+    "rm",
+    "sudo",
+    "su",
+    "dd",
+    "mkfs",
+    "mkfs.",
+    "chmod",
+    "chown",
+    "kill",
+    "pkill",
+    "killall",
+    "shutdown",
+    "reboot",
+    "systemctl",
+    "git push",
+    "git reset --hard",
+    "git clean",
+    "apt",
+    "apt-get",
+    "dnf",
+    "yum",
+    "pip install",
+    "npm install",
+    "cargo install",
+    "curl",
+    "wget",
+    "mv",
+    "truncate",
+    "docker",
+    "crontab",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +115,13 @@ impl Policy {
 
     /// Remembers "allow always" for a prefix for the rest of the run.
     pub fn remember_allow(&mut self, prefix: &str) {
-        self.add("remembered", Rules { allow: vec![prefix.to_string()], ..Default::default() });
+        self.add(
+            "remembered",
+            Rules {
+                allow: vec![prefix.to_string()],
+                ..Default::default()
+            },
+        );
     }
 
     fn strictest(&self, command: &str) -> Option<RuleRef> {
@@ -137,17 +169,37 @@ impl Policy {
         let command = normalize(command);
         let rule = self.strictest(&command);
         let (decision, reason) = match (&rule, mode) {
-            (Some(r), _) if r.kind == Verdict::Deny => (Verdict::Deny, format!("denied by rule {:?} ({})", r.prefix, r.source)),
-            (Some(r), _) if r.kind == Verdict::Ask => (Verdict::Ask, format!("rule {:?} ({}) says ask", r.prefix, r.source)),
-            (Some(r), _) => (Verdict::Allow, format!("allowed by rule {:?} ({})", r.prefix, r.source)),
+            (Some(r), _) if r.kind == Verdict::Deny => (
+                Verdict::Deny,
+                format!("denied by rule {:?} ({})", r.prefix, r.source),
+            ),
+            (Some(r), _) if r.kind == Verdict::Ask => (
+                Verdict::Ask,
+                format!("rule {:?} ({}) says ask", r.prefix, r.source),
+            ),
+            (Some(r), _) => (
+                Verdict::Allow,
+                format!("allowed by rule {:?} ({})", r.prefix, r.source),
+            ),
             (None, Mode::AlwaysAsk) => (Verdict::Ask, "always-ask asks before every action".into()),
-            (None, Mode::AgentDecides) if self.is_risky(&command) => {
-                (Verdict::Ask, "no rule covers this risky action: agent-decides asks".into())
-            }
-            (None, Mode::AgentDecides) => (Verdict::Allow, "no rule applies and the action is not risky".into()),
-            (None, Mode::AlwaysExecute) => (Verdict::Allow, "always-execute runs what no rule stops".into()),
+            (None, Mode::AgentDecides) if self.is_risky(&command) => (
+                Verdict::Ask,
+                "no rule covers this risky action: agent-decides asks".into(),
+            ),
+            (None, Mode::AgentDecides) => (
+                Verdict::Allow,
+                "no rule applies and the action is not risky".into(),
+            ),
+            (None, Mode::AlwaysExecute) => (
+                Verdict::Allow,
+                "always-execute runs what no rule stops".into(),
+            ),
         };
-        Decision { decision, rule, reason }
+        Decision {
+            decision,
+            rule,
+            reason,
+        }
     }
 }
 
@@ -155,7 +207,16 @@ impl Policy {
 /// subcommand is what matters (`git push`, `cargo test`).
 pub fn remember_prefix(command: &str) -> String {
     let words: Vec<&str> = command.split_whitespace().collect();
-    let two = ["git", "cargo", "npm", "docker", "kubectl", "systemctl", "apt", "pip"];
+    let two = [
+        "git",
+        "cargo",
+        "npm",
+        "docker",
+        "kubectl",
+        "systemctl",
+        "apt",
+        "pip",
+    ];
     match words.as_slice() {
         [first, second, ..] if two.contains(first) => format!("{first} {second}"),
         [first, ..] => first.to_string(),
@@ -168,15 +229,14 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::new(None)
-            .with(
-                "config",
-                Rules {
-                    allow: vec!["cargo test".into(), "ls".into(), "git".into()],
-                    ask: vec!["git push".into()],
-                    deny: vec!["rm -rf /".into(), "git push --force".into()],
-                },
-            )
+        Policy::new(None).with(
+            "config",
+            Rules {
+                allow: vec!["cargo test".into(), "ls".into(), "git".into()],
+                ask: vec!["git push".into()],
+                deny: vec!["rm -rf /".into(), "git push --force".into()],
+            },
+        )
     }
 
     #[test]
@@ -196,18 +256,38 @@ mod tests {
     fn modes_differ_only_where_no_rule_applies() {
         let p = policy();
         assert_eq!(p.decide(Mode::AlwaysAsk, "echo hi").decision, Verdict::Ask);
-        assert_eq!(p.decide(Mode::AgentDecides, "echo hi").decision, Verdict::Allow);
-        assert_eq!(p.decide(Mode::AgentDecides, "sudo reboot").decision, Verdict::Ask);
-        assert_eq!(p.decide(Mode::AgentDecides, "curl x | sh").decision, Verdict::Ask);
-        assert_eq!(p.decide(Mode::AlwaysExecute, "sudo reboot").decision, Verdict::Allow);
-        assert_eq!(p.decide(Mode::AlwaysAsk, "ls -la").decision, Verdict::Allow, "an allow rule skips the ask");
+        assert_eq!(
+            p.decide(Mode::AgentDecides, "echo hi").decision,
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.decide(Mode::AgentDecides, "sudo reboot").decision,
+            Verdict::Ask
+        );
+        assert_eq!(
+            p.decide(Mode::AgentDecides, "curl x | sh").decision,
+            Verdict::Ask
+        );
+        assert_eq!(
+            p.decide(Mode::AlwaysExecute, "sudo reboot").decision,
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.decide(Mode::AlwaysAsk, "ls -la").decision,
+            Verdict::Allow,
+            "an allow rule skips the ask"
+        );
     }
 
     #[test]
     fn allow_needs_a_word_boundary_but_deny_does_not() {
         let p = policy();
         assert_eq!(p.decide(Mode::AlwaysAsk, "lsblk").decision, Verdict::Ask);
-        assert_eq!(p.decide(Mode::AlwaysExecute, "rm  -rf   /tmp/x").decision, Verdict::Deny, "whitespace is collapsed");
+        assert_eq!(
+            p.decide(Mode::AlwaysExecute, "rm  -rf   /tmp/x").decision,
+            Verdict::Deny,
+            "whitespace is collapsed"
+        );
     }
 
     #[test]
@@ -216,6 +296,9 @@ mod tests {
         assert_eq!(remember_prefix("echo hi"), "echo");
         let mut p = Policy::new(None);
         p.remember_allow("echo");
-        assert_eq!(p.decide(Mode::AlwaysAsk, "echo hi").decision, Verdict::Allow);
+        assert_eq!(
+            p.decide(Mode::AlwaysAsk, "echo hi").decision,
+            Verdict::Allow
+        );
     }
 }

@@ -12,10 +12,12 @@ pub fn load(path: &Path) -> Result<Task, StoreError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| StoreError::io("cannot read task file", path, e))?;
     let mut task: Task = serde_norway::from_str(&text).map_err(|e| StoreError::yaml(path, e))?;
-    task.validate().map_err(|message| StoreError::Invalid {
-        path: path.to_path_buf(),
-        message,
-    })?;
+    task.validate()
+        .and_then(|()| crate::evidence::checks::validate(&task.accept))
+        .map_err(|message| StoreError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
     let base = path
         .parent()
         .map(Path::to_path_buf)

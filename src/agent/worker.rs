@@ -17,13 +17,13 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::planner::{Action, Observation, Planner, ScriptPlanner};
+use super::policy::{Decision, Policy, Verdict, remember_prefix};
 use super::session::{self, SessionLog, step_log, tmux_session_name};
 use crate::client::{Client, ConnectOptions, Incoming};
 use crate::error::Error;
 use crate::gateway::instance;
 use crate::identity::DeviceKey;
-use super::planner::{Action, Observation, Planner, ScriptPlanner};
-use super::policy::{Decision, Policy, Verdict, remember_prefix};
 use crate::protocol::runs::{Budget, Mode, RunStatus, SessionEvent, Task, Usage, kind};
 use crate::protocol::{ClientMode, Role, Scope};
 use crate::store::{Home, fsutil};
@@ -115,7 +115,11 @@ impl Link {
             )
             .await?;
         let mut incoming = client.take_incoming();
-        let pending = self.pending_approval.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pending = self
+            .pending_approval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(p) = pending {
             let _ = client.request("node.approval.request", p).await;
         }
@@ -235,6 +239,8 @@ struct Worker {
     approval_timeout: Duration,
     /// Approval answers that arrived, waiting to be matched.
     resolutions: Vec<Value>,
+    /// What the verifier found, kept for the report written after cleanup.
+    verified: Option<Vec<crate::evidence::report::ClaimEntry>>,
 }
 
 /// How a shell step ended: with an observation, or by ending the run.
@@ -247,10 +253,16 @@ enum StepEnd {
 /// climb out of it.
 fn resolve_in(workdir: &Path, path: &str) -> Result<PathBuf, String> {
     let p = Path::new(path);
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(format!("{path}: `..` is not allowed"));
     }
-    Ok(if p.is_absolute() { p.to_path_buf() } else { workdir.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        workdir.join(p)
+    })
 }
 
 /// The last `max` bytes of a log, as text for a planner.
@@ -261,7 +273,9 @@ fn tail_text(path: &Path, max: u64) -> String {
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(max);
     let mut buf = Vec::new();
-    let _ = f.seek(SeekFrom::Start(start)).and_then(|_| f.read_to_end(&mut buf));
+    let _ = f
+        .seek(SeekFrom::Start(start))
+        .and_then(|_| f.read_to_end(&mut buf));
     String::from_utf8_lossy(&buf).replace("\r\n", "\n")
 }
 
@@ -361,7 +375,10 @@ impl Worker {
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     self.record_planner().await?;
-                    return Ok(Some((RunStatus::Failed, format!("the planner failed: {e}"))));
+                    return Ok(Some((
+                        RunStatus::Failed,
+                        format!("the planner failed: {e}"),
+                    )));
                 }
             };
             self.record_planner().await?;
@@ -399,32 +416,54 @@ impl Worker {
                     command,
                     background,
                     name,
-                } => match self.shell(command, *background, name.clone(), workdir).await? {
+                } => match self
+                    .shell(command, *background, name.clone(), workdir)
+                    .await?
+                {
                     StepEnd::Ended(obs) => obs,
                     StepEnd::Stop(end) => return Ok(Some(end)),
                 },
                 Action::WriteFile { path, content } => {
                     self.usage.steps += 1;
                     let output = match resolve_in(workdir, path) {
-                        Ok(p) => match p.parent().map(std::fs::create_dir_all).unwrap_or(Ok(())).and_then(|_| std::fs::write(&p, content)) {
+                        Ok(p) => match p
+                            .parent()
+                            .map(std::fs::create_dir_all)
+                            .unwrap_or(Ok(()))
+                            .and_then(|_| std::fs::write(&p, content))
+                        {
                             Ok(()) => format!("wrote {} bytes to {}", content.len(), p.display()),
                             Err(e) => format!("error: cannot write {}: {e}", p.display()),
                         },
                         Err(e) => format!("error: {e}"),
                     };
                     self.emit(kind::PROGRESS, json!({"phase": "execute", "event": "write_file", "path": path, "bytes": content.len(), "result": output}), false).await?;
-                    Observation { action: action.clone(), exit: None, output }
+                    Observation {
+                        action: action.clone(),
+                        exit: None,
+                        output,
+                    }
                 }
                 Action::ReadFile { path } => {
                     self.usage.steps += 1;
                     let output = match resolve_in(workdir, path).and_then(|p| {
                         std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
                     }) {
-                        Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)]).into_owned(),
+                        Ok(bytes) => String::from_utf8_lossy(&bytes[..bytes.len().min(16 * 1024)])
+                            .into_owned(),
                         Err(e) => format!("error: {e}"),
                     };
-                    self.emit(kind::PROGRESS, json!({"phase": "execute", "event": "read_file", "path": path}), false).await?;
-                    Observation { action: action.clone(), exit: None, output }
+                    self.emit(
+                        kind::PROGRESS,
+                        json!({"phase": "execute", "event": "read_file", "path": path}),
+                        false,
+                    )
+                    .await?;
+                    Observation {
+                        action: action.clone(),
+                        exit: None,
+                        output,
+                    }
                 }
                 Action::Finish { .. } => unreachable!("handled above"),
             };
@@ -434,7 +473,10 @@ impl Worker {
                 let code = obs.exit.unwrap_or(-1);
                 return Ok(Some((
                     RunStatus::Failed,
-                    format!("step {} (`{command}`) exited with status {code}", self.usage.steps),
+                    format!(
+                        "step {} (`{command}`) exited with status {code}",
+                        self.usage.steps
+                    ),
                 )));
             }
             self.planner.observe(obs);
@@ -456,7 +498,8 @@ impl Worker {
         let script = self.workspace.join("steps").join(format!("{index}.sh"));
         fsutil::write_atomic(&script, format!("{command}\n").as_bytes(), 0o600)?;
         let log = self.workspace.join(step_log(index));
-        let step_json = json!({"index": index, "name": name, "command": command, "background": background});
+        let step_json =
+            json!({"index": index, "name": name, "command": command, "background": background});
         self.emit(
             kind::PROGRESS,
             json!({"phase": "execute", "step": step_json, "event": "started"}),
@@ -480,10 +523,18 @@ impl Worker {
                 )));
             }
         };
-        self.tailer.lock().await.logs.insert(index, (log.clone(), 0));
+        self.tailer
+            .lock()
+            .await
+            .logs
+            .insert(index, (log.clone(), 0));
         if background {
             return Ok(StepEnd::Ended(Observation {
-                action: Action::Shell { command: command.into(), background, name: None },
+                action: Action::Shell {
+                    command: command.into(),
+                    background,
+                    name: None,
+                },
                 exit: None,
                 output: "started in the background".into(),
             }));
@@ -501,7 +552,10 @@ impl Worker {
                 }
             }
             if self.cancelled() {
-                return Ok(StepEnd::Stop((RunStatus::Cancelled, "cancelled by an operator".into())));
+                return Ok(StepEnd::Stop((
+                    RunStatus::Cancelled,
+                    "cancelled by an operator".into(),
+                )));
             }
             tokio::time::sleep(Duration::from_millis(15)).await;
         };
@@ -513,9 +567,15 @@ impl Worker {
             false,
         )
         .await?;
-        self.note_progress(format!("- step {index} `{command}` exited with status {code}"));
+        self.note_progress(format!(
+            "- step {index} `{command}` exited with status {code}"
+        ));
         Ok(StepEnd::Ended(Observation {
-            action: Action::Shell { command: command.into(), background, name: None },
+            action: Action::Shell {
+                command: command.into(),
+                background,
+                name: None,
+            },
             exit: Some(code),
             output: tail_text(&log, 4096),
         }))
@@ -527,25 +587,43 @@ impl Worker {
         let mut paused = false;
         loop {
             if self.cancelled() {
-                return Ok(Some((RunStatus::Cancelled, "cancelled by an operator".into())));
+                return Ok(Some((
+                    RunStatus::Cancelled,
+                    "cancelled by an operator".into(),
+                )));
             }
-            let next = self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let next = self
+                .link
+                .controls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
             let Some(c) = next else {
                 if !paused {
                     return Ok(None);
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.link.control_notify.notified()).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    self.link.control_notify.notified(),
+                )
+                .await;
                 continue;
             };
             match c["action"].as_str().unwrap_or("") {
                 "pause" if !paused => {
                     paused = true;
-                    self.status(RunStatus::Paused, Some("paused"), Some("paused by an operator")).await?;
+                    self.status(
+                        RunStatus::Paused,
+                        Some("paused"),
+                        Some("paused by an operator"),
+                    )
+                    .await?;
                     self.note_progress("- paused by an operator".into());
                 }
                 "resume" if paused => {
                     paused = false;
-                    self.status(RunStatus::Running, Some("execute"), None).await?;
+                    self.status(RunStatus::Running, Some("execute"), None)
+                        .await?;
                     self.note_progress("- resumed".into());
                 }
                 "chat" => {
@@ -557,7 +635,8 @@ impl Worker {
                 "rescope" => {
                     let goal = c["goal"].as_str().unwrap_or("").to_string();
                     if !goal.trim().is_empty() {
-                        self.emit(kind::RESCOPED, json!({"goal": goal}), true).await?;
+                        self.emit(kind::RESCOPED, json!({"goal": goal}), true)
+                            .await?;
                         self.note_progress(format!("- re-scoped to: {goal}"));
                         self.planner.rescope(&goal);
                     }
@@ -578,13 +657,41 @@ impl Worker {
         self.usage.wall_secs = self.started.elapsed().as_secs();
         let b = &self.budget;
         let hit = if b.max_steps.is_some_and(|m| self.usage.steps >= m) {
-            Some(("max_steps", format!("{} of {} steps used", self.usage.steps, b.max_steps.unwrap_or(0))))
+            Some((
+                "max_steps",
+                format!(
+                    "{} of {} steps used",
+                    self.usage.steps,
+                    b.max_steps.unwrap_or(0)
+                ),
+            ))
         } else if b.max_wall_secs.is_some_and(|m| self.usage.wall_secs >= m) {
-            Some(("max_wall_secs", format!("{} s of {} s used", self.usage.wall_secs, b.max_wall_secs.unwrap_or(0))))
+            Some((
+                "max_wall_secs",
+                format!(
+                    "{} s of {} s used",
+                    self.usage.wall_secs,
+                    b.max_wall_secs.unwrap_or(0)
+                ),
+            ))
         } else if b.max_tokens.is_some_and(|m| self.usage.tokens >= m) {
-            Some(("max_tokens", format!("{} of {} tokens used", self.usage.tokens, b.max_tokens.unwrap_or(0))))
+            Some((
+                "max_tokens",
+                format!(
+                    "{} of {} tokens used",
+                    self.usage.tokens,
+                    b.max_tokens.unwrap_or(0)
+                ),
+            ))
         } else if b.max_cost_usd.is_some_and(|m| self.usage.cost_usd >= m) {
-            Some(("max_cost_usd", format!("${:.4} of ${:.4} used", self.usage.cost_usd, b.max_cost_usd.unwrap_or(0.0))))
+            Some((
+                "max_cost_usd",
+                format!(
+                    "${:.4} of ${:.4} used",
+                    self.usage.cost_usd,
+                    b.max_cost_usd.unwrap_or(0.0)
+                ),
+            ))
         } else {
             None
         };
@@ -598,7 +705,10 @@ impl Worker {
             true,
         )
         .await?;
-        Ok(Some((RunStatus::BudgetExhausted, format!("budget exhausted: {limit} reached ({figures})"))))
+        Ok(Some((
+            RunStatus::BudgetExhausted,
+            format!("budget exhausted: {limit} reached ({figures})"),
+        )))
     }
 
     async fn emit_usage(&mut self) -> Result<(), Error> {
@@ -613,14 +723,23 @@ impl Worker {
     /// Writes the planner's request/response summaries into the session log.
     async fn record_planner(&mut self) -> Result<(), Error> {
         for entry in self.planner.drain_log() {
-            self.emit(kind::PLANNER, json!({"planner": self.planner.name(), "llm": entry}), false).await?;
+            self.emit(
+                kind::PLANNER,
+                json!({"planner": self.planner.name(), "llm": entry}),
+                false,
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// Asks an operator; `None` means allowed, `Some` ends the run (denied, unanswered,
     /// cancelled). Never hangs: the timeout ends the run `blocked`.
-    async fn ask(&mut self, command: &str, decision: &Decision) -> Result<Option<(RunStatus, String)>, Error> {
+    async fn ask(
+        &mut self,
+        command: &str,
+        decision: &Decision,
+    ) -> Result<Option<(RunStatus, String)>, Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let request = json!({
             "runId": self.run_id,
@@ -631,43 +750,89 @@ impl Worker {
             "mode": self.mode,
             "timeoutSecs": self.approval_timeout.as_secs(),
         });
-        self.emit(kind::APPROVAL_REQUESTED, request.clone(), true).await?;
-        self.status(RunStatus::AwaitingApproval, Some("approval"), Some(&format!("waiting for approval of `{command}`"))).await?;
-        *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = Some(request.clone());
+        self.emit(kind::APPROVAL_REQUESTED, request.clone(), true)
+            .await?;
+        self.status(
+            RunStatus::AwaitingApproval,
+            Some("approval"),
+            Some(&format!("waiting for approval of `{command}`")),
+        )
+        .await?;
+        *self
+            .link
+            .pending_approval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(request.clone());
         self.link.send("node.approval.request", request).await;
         let deadline = tokio::time::Instant::now() + self.approval_timeout;
         let outcome = loop {
-            if let Some(pos) = self.resolutions.iter().position(|r| r["approvalId"] == id.as_str()) {
+            if let Some(pos) = self
+                .resolutions
+                .iter()
+                .position(|r| r["approvalId"] == id.as_str())
+            {
                 break Some(self.resolutions.remove(pos));
             }
             if self.cancelled() {
-                *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                return Ok(Some((RunStatus::Cancelled, "cancelled by an operator".into())));
+                *self
+                    .link
+                    .pending_approval
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                return Ok(Some((
+                    RunStatus::Cancelled,
+                    "cancelled by an operator".into(),
+                )));
             }
             if tokio::time::Instant::now() >= deadline {
                 break None;
             }
             // Controls other than approvals (chat, rescope) are applied while waiting.
-            let next = self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let next = self
+                .link
+                .controls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
             match next {
                 Some(c) if c["action"] == "approval" => self.resolutions.push(c),
                 Some(c) => {
-                    self.link.controls.lock().unwrap_or_else(|e| e.into_inner()).push_front(c);
+                    self.link
+                        .controls
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_front(c);
                     if let Some(end) = self.apply_controls().await? {
                         return Ok(Some(end));
                     }
                 }
                 None => {
-                    let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)), self.link.control_notify.notified()).await;
+                    let _ = tokio::time::timeout_at(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+                        self.link.control_notify.notified(),
+                    )
+                    .await;
                 }
             }
         };
-        *self.link.pending_approval.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .link
+            .pending_approval
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         let Some(r) = outcome else {
-            self.emit(kind::APPROVAL_RESOLVED, json!({"approvalId": id, "decision": "timeout"}), true).await?;
+            self.emit(
+                kind::APPROVAL_RESOLVED,
+                json!({"approvalId": id, "decision": "timeout"}),
+                true,
+            )
+            .await?;
             return Ok(Some((
                 RunStatus::Blocked,
-                format!("nobody approved `{command}` within {} s", self.approval_timeout.as_secs()),
+                format!(
+                    "nobody approved `{command}` within {} s",
+                    self.approval_timeout.as_secs()
+                ),
             )));
         };
         let allowed = r["decision"] == "allow";
@@ -679,10 +844,18 @@ impl Worker {
             true,
         )
         .await?;
-        self.status(RunStatus::Running, Some("execute"), None).await?;
+        self.status(RunStatus::Running, Some("execute"), None)
+            .await?;
         if !allowed {
-            let why = if message.is_empty() { String::new() } else { format!(": {message}") };
-            return Ok(Some((RunStatus::Blocked, format!("an operator denied `{command}`{why}"))));
+            let why = if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            };
+            return Ok(Some((
+                RunStatus::Blocked,
+                format!("an operator denied `{command}`{why}"),
+            )));
         }
         if remember {
             let prefix = remember_prefix(command);
@@ -695,15 +868,103 @@ impl Worker {
     /// The verify phase: whether the work is done is the verifier's call, never the
     /// steps' exit codes and never the planner's word. Background steps are still alive
     /// here, so checks can talk to the servers they started.
-    async fn verify(&mut self, task: &Task, _workdir: &Path) -> Result<(RunStatus, String), Error> {
+    async fn verify(&mut self, task: &Task, workdir: &Path) -> Result<(RunStatus, String), Error> {
+        use crate::evidence::{checks, report};
         self.status(RunStatus::Running, Some("verify"), None)
             .await?;
-        let reason = if task.accept.is_empty() {
-            "every step exited 0, but the task has no accept checks: nothing proved the work"
-        } else {
-            "every step exited 0, but the accept checks were not run: nothing proved the work"
-        };
-        Ok((RunStatus::Unverified, reason.into()))
+        let events = session::read_events(self.log.path())?;
+        let steps = report::steps_of(&self.home, &events, task);
+        let workspace = self.workspace.clone();
+        let mut claims = Vec::new();
+        for (i, check) in task.accept.iter().enumerate() {
+            if self.cancelled() {
+                return Ok((RunStatus::Cancelled, "cancelled by an operator".into()));
+            }
+            let index = i as u32 + 1;
+            let env = checks::Env {
+                root: &workspace,
+                workdir,
+                logs: &workspace,
+                steps: &steps,
+            };
+            let c = checks::run(check, index, &env).await;
+            // No "event" key: followers print step events, claims come with the outcome.
+            self.emit(
+                kind::PROGRESS,
+                json!({"phase": "verify", "claim": {"index": index, "claim": c.claim, "kind": c.kind}, "verdict": c.verdict, "reason": c.reason}),
+                false,
+            )
+            .await?;
+            self.note_progress(format!(
+                "- claim {index} ({:?}) {}: {}",
+                c.claim, c.verdict, c.reason
+            ));
+            claims.push(c);
+        }
+        let outcome = checks::outcome(&claims);
+        self.verified = Some(claims);
+        Ok(outcome)
+    }
+
+    /// Writes report.json (what the verifier found, or that it never ran) and has the
+    /// gateway sign it, before the run's end is announced, so whoever sees the end can
+    /// verify the report at once. Runs after cleanup: the pane logs are complete by then.
+    /// Returns the reason, with a note when there is no signed report.
+    async fn report(
+        &mut self,
+        task: &Task,
+        workdir: &Path,
+        status: RunStatus,
+        reason: String,
+    ) -> String {
+        use crate::evidence::report;
+        let events = session::read_events(self.log.path()).unwrap_or_default();
+        let r = report::build(report::Input {
+            run_id: &self.run_id,
+            task,
+            workspace: &self.workspace,
+            workdir,
+            status,
+            reason: &reason,
+            claims: self.verified.take(),
+            events: &events,
+            home: &self.home,
+        });
+        if let Err(e) = report::write(&self.workspace, &r) {
+            tracing::warn!("cannot write the report: {e}");
+            return format!("{reason} (no report: {e})");
+        }
+        match self.sign_report().await {
+            Ok(()) => reason,
+            Err(e) => {
+                tracing::warn!("the report is not signed: {e}");
+                format!("{reason} (the report is not signed: {e})")
+            }
+        }
+    }
+
+    /// Asks the gateway to sign report.json (`node.run.sign`); the worker never holds the
+    /// signing key. Waits out a gateway restart for a while, as the rest of the run does.
+    async fn sign_report(&self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let client = self.link.client.lock().await.clone();
+            let last = match client {
+                Some(c) => match c
+                    .request("node.run.sign", json!({"runId": self.run_id}))
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(crate::client::ClientError::Rejected(e)) => return Err(e.message),
+                    Err(e) => e.to_string(),
+                },
+                None => "no connection to the gateway".to_string(),
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Removes a finished pane once its log has drained, and forwards the last bytes.
@@ -807,10 +1068,7 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
     );
     let planner = match (&config.llm, task.steps.is_empty()) {
         (Some(llm), true) => Planner::Llm(Box::new(crate::agent::llm::LlmPlanner::new(
-            llm,
-            &task,
-            &config,
-            &home,
+            llm, &task, &config, &home,
         ))),
         _ => Planner::Script(ScriptPlanner::new(&task)),
     };
@@ -831,6 +1089,7 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         started: std::time::Instant::now(),
         approval_timeout,
         resolutions: Vec::new(),
+        verified: None,
     };
     let tail_link = link.clone();
     let tail_task = tokio::spawn(async move {
@@ -843,10 +1102,15 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
     w.emit(kind::WORKER, json!({"pid": std::process::id()}), false)
         .await?;
     let planner_name = w.planner.name();
-    w.emit(kind::PLANNER, json!({"planner": planner_name, "mode": mode}), false)
-        .await?;
+    w.emit(
+        kind::PLANNER,
+        json!({"planner": planner_name, "mode": mode}),
+        false,
+    )
+    .await?;
     let limits = w.budget.clone();
-    w.emit(kind::BUDGET, json!({"limits": limits}), false).await?;
+    w.emit(kind::BUDGET, json!({"limits": limits}), false)
+        .await?;
     w.status(RunStatus::Running, Some("plan"), None).await?;
     let plan: String = task
         .steps
@@ -868,7 +1132,11 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
             task.goal,
             mode.as_str(),
             planner_name,
-            if plan.is_empty() { "The model plans one action at a time; see progress.md.\n".to_string() } else { plan }
+            if plan.is_empty() {
+                "The model plans one action at a time; see progress.md.\n".to_string()
+            } else {
+                plan
+            }
         )
         .as_bytes(),
         0o600,
@@ -882,10 +1150,13 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
     };
     w.cleanup().await;
     tail_task.abort();
+    // The planner's last request (the one that called finish, say) counts too.
+    let _ = w.emit_usage().await;
     let (status, reason) = match outcome {
         Ok(x) => x,
         Err(e) => (RunStatus::Failed, format!("the worker failed: {e}")),
     };
+    let reason = w.report(&task, &workdir, status, reason).await;
     w.note_progress(format!("- run ended {status}: {reason}"));
     w.status(status, None, Some(&reason)).await?;
     let _ = &w.home;

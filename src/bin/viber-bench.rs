@@ -32,14 +32,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use viber::client::{Client, ConnectOptions, Incoming};
+use viber::client::{Client, ConnectOptions};
 use viber::gateway::instance::GatewayInfo;
 use viber::identity::DeviceKey;
 use viber::protocol::{Frame, Scope};
@@ -130,6 +131,10 @@ struct IdleArgs {
     /// Give up establishing connections after this many seconds and report how many made it
     #[arg(long, default_value_t = 180)]
     deadline_secs: u64,
+    /// Stop establishing connections once the gateway's RSS passes this many MB (the machine
+    /// is shared: better a partial figure than the OOM killer)
+    #[arg(long, default_value_t = 4096)]
+    max_rss_mb: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -144,7 +149,7 @@ struct RpcArgs {
     #[arg(long, default_value_t = 64)]
     window: usize,
     /// Measurements per figure; the median is reported
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
 }
 
@@ -242,16 +247,17 @@ fn all_scenarios() -> Vec<Scenario> {
             scope: "operator.admin".into(),
         }),
         Scenario::Idle(IdleArgs {
-            n: 1000,
+            n: 500,
             concurrency: 64,
             scope: "operator.admin".into(),
             deadline_secs: 120,
+            max_rss_mb: 4096,
         }),
         Scenario::Rpc(RpcArgs {
             n: 20_000,
             connections: vec![1, 16],
             window: 64,
-            rounds: 3,
+            rounds: 5,
         }),
     ]
 }
@@ -810,6 +816,12 @@ fn connect(b: &Bench, a: &ConnectArgs) -> Result<Value> {
     let verify = verify_baseline(a.verify_n.max(100))?;
     let raw = verify["rawVerifyPerSec"].as_f64().unwrap_or(f64::NAN);
     let ratio = raw / handshakes_per_s;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let gw_cpu_bound = gw_cpu
+        .filter(|c| *c > 0.0)
+        .map(|c| cores * 1000.0 * latencies.len() as f64 / c);
     Ok(json!({
         "schema": SCHEMA,
         "scenario": "connect",
@@ -822,6 +834,9 @@ fn connect(b: &Bench, a: &ConnectArgs) -> Result<Value> {
         "handshakesPerSec": round(handshakes_per_s, 1),
         "handshakeLatency": summary(&latencies),
         "gatewayCpuUsPerHandshake": gw_cpu.map(|c| round(c * 1000.0 / latencies.len() as f64, 1)),
+        // What the gateway could do with every core to itself, the load generator free.
+        "gatewayCpuBoundHandshakesPerSec": gw_cpu_bound.map(|r| round(r, 1)),
+        "verifyOverGatewayCpuBoundRatio": gw_cpu_bound.map(|r| round(raw / r, 3)),
         "benchCpuUsPerHandshake": own_cpu.map(|c| round(c * 1000.0 / latencies.len() as f64, 1)),
         "verifyBaseline": verify,
         "verifyOverHandshakeRatio": round(ratio, 3),
@@ -913,29 +928,43 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
         let next = Arc::new(AtomicUsize::new(0));
         let established = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
+        // Watches the gateway's RSS; past the cap every worker stops at its next connection.
+        let over_cap = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let monitor = {
+            let (over_cap, cap) = (over_cap.clone(), a.max_rss_mb as f64);
+            tokio::spawn(async move {
+                while started.elapsed() < deadline {
+                    if proc_status_mb(gw_pid, "VmRSS").is_ok_and(|mb| mb > cap) {
+                        over_cap.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
         let mut workers = Vec::new();
         for _ in 0..a.concurrency.clamp(1, n.max(1)) {
             let (key, opts, next, established) =
                 (key.clone(), opts.clone(), next.clone(), established.clone());
+            let over_cap = over_cap.clone();
             let (stop_rx, events, milestones) =
                 (stop_rx.clone(), events.clone(), milestones.clone());
             workers.push(tokio::spawn(async move {
                 let mut holders = Vec::new();
                 let mut errors = 0usize;
                 let mut first_error: Option<String> = None;
-                while started.elapsed() < deadline && next.fetch_add(1, Ordering::Relaxed) < n {
+                while started.elapsed() < deadline
+                    && !over_cap.load(Ordering::Relaxed)
+                    && next.fetch_add(1, Ordering::Relaxed) < n
+                {
                     match tokio::time::timeout(
                         Duration::from_secs(30),
-                        Client::connect(&key, &opts),
+                        raw_connect(&opts.url, Some((&*key, &*opts))),
                     )
                     .await
                     {
-                        Ok(Ok(client)) => {
-                            holders.push(tokio::spawn(hold(
-                                client,
-                                stop_rx.clone(),
-                                events.clone(),
-                            )));
+                        Ok(Ok(ws)) => {
+                            holders.push(tokio::spawn(hold(ws, stop_rx.clone(), events.clone())));
                             let done = established.fetch_add(1, Ordering::Relaxed) + 1;
                             if done % step == 0 {
                                 let secs = started.elapsed().as_secs_f64();
@@ -974,6 +1003,14 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
             }
         }
         let took = started.elapsed();
+        monitor.abort();
+        let stopped_because = if over_cap.load(Ordering::Relaxed) {
+            Some(format!("gateway RSS passed --max-rss-mb {}", a.max_rss_mb))
+        } else if holders.len() < n && took >= deadline {
+            Some(format!("--deadline-secs {} passed", a.deadline_secs))
+        } else {
+            None
+        };
         let cpu1 = (cpu_ms(gw_pid), cpu_ms(std::process::id()));
         // Let the gateway settle (presence fan-out of the last connections), then ask it.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -994,6 +1031,7 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
             health,
             hello_bytes,
             cpu1,
+            stopped_because,
         ))
     });
     let rss_after = gw.rss_mb();
@@ -1002,7 +1040,7 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
     // Stop the gateway first (it closes every connection), then release the clients.
     let stop_took = gw.stop();
     let _ = stop_tx.send(true);
-    let (holders, took, errors, first_error, health, hello_bytes, cpu1) = outcome?;
+    let (holders, took, errors, first_error, health, hello_bytes, cpu1, stopped_because) = outcome?;
     let cpu_secs =
         |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| round((b - a) / 1000.0, 2));
     let milestones = std::mem::take(&mut *milestones.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1037,10 +1075,11 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
     Ok(json!({
         "schema": SCHEMA,
         "scenario": "idle",
-        "params": {"n": n, "concurrency": a.concurrency, "scope": scope.as_str(), "deadlineSecs": a.deadline_secs,
+        "params": {"n": n, "concurrency": a.concurrency, "scope": scope.as_str(), "deadlineSecs": a.deadline_secs, "maxRssMb": a.max_rss_mb,
                    "openFilesLimit": {"bench": limit, "gateway": gw_limit}},
         "established": held,
         "complete": held == n,
+        "stoppedBecause": stopped_because,
         "errors": errors,
         "firstError": first_error,
         "establishSeconds": round(took.as_secs_f64(), 3),
@@ -1049,7 +1088,7 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
         "benchCpuSecondsEstablishing": cpu_secs(cpu0.1, cpu1.1),
         "helloOkBytesOfLastConnection": hello_bytes,
         "gatewayReportsConnections": health["connections"],
-        "eventsReceivedByIdleClients": events.load(Ordering::Relaxed),
+        "framesReceivedByIdleClients": events.load(Ordering::Relaxed),
         "gatewayRssMbBefore": rss_before,
         "gatewayRssMb": rss_after,
         "gatewayPeakRssMb": peak.ok(),
@@ -1060,20 +1099,23 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
     }))
 }
 
-/// Holds one idle client, reading (and counting) whatever the gateway pushes, until told
-/// to stop or the gateway closes.
-async fn hold(mut client: Client, mut stop: watch::Receiver<bool>, events: Arc<AtomicU64>) {
+/// Holds one idle connection, counting (not parsing) the frames the gateway pushes, until
+/// told to stop or the gateway closes. Raw rather than a `Client`, whose reader parses
+/// every event: with thousands of connections that parsing, not the gateway, would
+/// saturate the load generator.
+async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>, frames: Arc<AtomicU64>) {
     loop {
         tokio::select! {
             _ = stop.changed() => {
-                client.close();
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return;
             }
-            msg = client.next_incoming() => match msg {
-                Some(Incoming::Event(_)) => {
-                    events.fetch_add(1, Ordering::Relaxed);
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(_))) => {
+                    frames.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Incoming::Closed { .. }) | None => return,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
             },
         }
     }
@@ -1110,6 +1152,7 @@ fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
     } else {
         None
     };
+    let gw_pid = fixture.as_ref().map(|(g, _)| g.pid);
     let gateway = match &fixture {
         Some((g, h)) => Some((h.key()?, h.options(&g.url, vec![Scope::OperatorAdmin])?)),
         None => None,
@@ -1123,6 +1166,7 @@ fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
             let mut echo_rps = Vec::new();
             let mut gw_rps = Vec::new();
             let mut lib_rps = Vec::new();
+            let mut gw_cpu_ms = 0.0;
             // Warm-up of each path, then alternate so drift hits both sides alike.
             run_raw(&echo_url, None, conns, 500, window, Reply::Echo).await?;
             if let Some((key, opts)) = &gateway {
@@ -1143,6 +1187,7 @@ fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
                 echo_rps
                     .push(run_raw(&echo_url, None, conns, per_conn, window, Reply::Echo).await?);
                 if let Some((key, opts)) = &gateway {
+                    let cpu0 = gw_pid.and_then(cpu_ms);
                     gw_rps.push(
                         run_raw(
                             &opts.url,
@@ -1154,12 +1199,15 @@ fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
                         )
                         .await?,
                     );
+                    if let Some(c) = cpu0.zip(gw_pid.and_then(cpu_ms)).map(|(a, b)| b - a) {
+                        gw_cpu_ms += c;
+                    }
                     lib_rps.push(run_client_lib(key, opts, conns, per_conn, window).await?);
                 }
             }
-            Ok::<_, anyhow::Error>((echo_rps, gw_rps, lib_rps))
+            Ok::<_, anyhow::Error>((echo_rps, gw_rps, lib_rps, gw_cpu_ms))
         })?;
-        let (echo_rps, gw_rps, lib_rps) = r;
+        let (echo_rps, gw_rps, lib_rps, gw_cpu_ms) = r;
         let echo_med = median(&echo_rps);
         let mut row = json!({
             "connections": conns,
@@ -1175,6 +1223,8 @@ fn rpc(b: &Bench, a: &RpcArgs, with_gateway: bool) -> Result<Value> {
                 json!(gw_rps.iter().map(|x| round(*x, 0)).collect::<Vec<_>>());
             row["gatewayOverEcho"] = json!(round(ratio, 3));
             row["clientLibRps"] = json!(round(median(&lib_rps), 0));
+            row["gatewayCpuUsPerRequest"] =
+                json!(round(gw_cpu_ms * 1000.0 / (total * rounds) as f64, 2));
             targets.push(target(
                 &format!("gateway/echo request rate, {conns} connection(s)"),
                 ratio,
@@ -1207,6 +1257,25 @@ fn req_text(i: usize) -> String {
     format!(r#"{{"type":"req","id":"{i}","method":"health","params":{{}}}}"#)
 }
 
+/// A WebSocket to `url` (TCP_NODELAY, 64 MiB messages like `Client`), through the viber
+/// handshake when `auth` is given.
+async fn raw_connect(url: &str, auth: Option<(&DeviceKey, &ConnectOptions)>) -> Result<Ws> {
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| anyhow!("connecting to {url} timed out"))??;
+    if let Some((key, opts)) = auth {
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            viber::client::handshake(&mut ws, key, opts),
+        )
+        .await
+        .map_err(|_| anyhow!("the handshake with {url} timed out"))??;
+    }
+    Ok(ws)
+}
+
 /// Opens `conns` WebSockets (doing the viber handshake when `auth` is given), then sends
 /// `per_conn` requests on each with `window` in flight; returns requests per second.
 async fn run_raw(
@@ -1219,16 +1288,7 @@ async fn run_raw(
 ) -> Result<f64> {
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let (mut ws, _) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async_with_config(url, None, true),
-        )
-        .await
-        .map_err(|_| anyhow!("connecting to {url} timed out"))??;
-        if let Some((key, opts)) = auth {
-            viber::client::handshake(&mut ws, key, opts).await?;
-        }
-        sockets.push(ws);
+        sockets.push(raw_connect(url, auth).await?);
     }
     let started = Instant::now();
     let tasks: Vec<_> = sockets
@@ -1354,8 +1414,9 @@ async fn run_client_lib(
     Ok((per_conn * conns) as f64 / elapsed.as_secs_f64())
 }
 
-/// A bare tokio-tungstenite echo server on its own 2-thread runtime (the gateway's
-/// runtime is also 2 threads on this machine), stopped and joined on drop.
+/// A bare tokio-tungstenite echo server (the crate's own example) on its own 2-thread
+/// runtime (the gateway's runtime is also 2 threads on this machine), stopped and joined
+/// on drop.
 struct EchoServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -1408,20 +1469,17 @@ impl EchoServer {
 
 async fn echo_conn(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
-    while let Some(Ok(msg)) = ws.next().await {
-        match msg {
-            Message::Text(_) | Message::Binary(_) => {
-                if ws.send(msg).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => return,
-            _ => {}
-        }
-    }
+    // tokio-tungstenite's own examples/echo-server.rs: `forward` feeds replies while more
+    // requests are ready and flushes when the reader would wait, so it batches writes the
+    // way the gateway's writer does.
+    let (write, read) = ws.split();
+    let _ = read
+        .try_filter(|m| std::future::ready(m.is_text() || m.is_binary()))
+        .forward(write)
+        .await;
 }
 
 impl Drop for EchoServer {

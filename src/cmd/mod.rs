@@ -2,17 +2,22 @@
 //! This file holds the top-level parser, the options every verb shares, and the context
 //! that turns those options into a home directory and a connected client.
 
+pub mod approve;
 pub mod call;
+pub mod chat;
 pub mod completions;
 pub mod docs;
 pub mod gateway;
 pub mod init;
 pub mod node;
 pub mod pair;
+pub mod policy;
+pub mod report;
 pub mod run;
 pub mod runs;
 pub mod status;
 pub mod terminal;
+pub mod verify;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -91,8 +96,18 @@ pub enum Command {
     Run(run::Args),
     /// List runs, queued ones included
     Runs(runs::Args),
+    /// Check a signed report offline: signature, evidence hashes, verdicts (--rerun repeats the checks)
+    Verify(verify::Args),
+    /// Render a run's report as Markdown, JSON or JUnit XML; print the gateway's allowed_signers line
+    Report(report::Args),
     /// Execute one run as a worker (started by the gateway)
     Node(node::Args),
+    /// Steer a live run: feedback, pause, resume, cancel, rescope, reprioritize
+    Chat(chat::Args),
+    /// List actions waiting for approval, or answer one
+    Approve(approve::Args),
+    /// Check what the autonomy policy does with a command
+    Policy(policy::Args),
     /// Print a shell completion script
     Completions(completions::Args),
     /// Regenerate man pages and completion scripts (for maintainers)
@@ -184,16 +199,18 @@ impl Ctx {
         opts.token = self.global.token.clone().or_else(|| self.local_token(url));
         if opts.token.is_none() {
             let tokens = TokenStore::load(&self.home.tokens())?;
-            opts.device_token = tokens
-                .get(url, &key.device_id())
-                .map(|e| e.token.clone());
+            opts.device_token = tokens.get(url, &key.device_id()).map(|e| e.token.clone());
         }
         Ok(opts)
     }
 
     /// Connects with `opts` and keeps a device token the gateway issued in the handshake,
     /// so the next verb against this gateway needs no gateway token.
-    pub async fn connect_with(&self, key: &DeviceKey, opts: &ConnectOptions) -> Result<Client, Error> {
+    pub async fn connect_with(
+        &self,
+        key: &DeviceKey,
+        opts: &ConnectOptions,
+    ) -> Result<Client, Error> {
         let client = Client::connect(key, opts).await?;
         if let Some(token) = &client.hello.auth.device_token {
             let mut tokens = TokenStore::load(&self.home.tokens())?;
@@ -218,15 +235,16 @@ impl Ctx {
             .unwrap_or_else(crate::identity::hostname)
     }
 
-    /// The gateway token from VIBER_HOME, offered only to this home's own running gateway
-    /// on a loopback URL: it must never be sent to another host just because a URL pointed
-    /// there, nor to another home's gateway on this host (an SSH tunnel, a second user).
+    /// The gateway token from VIBER_HOME, offered only to this home's own running gateway:
+    /// it must never be sent to another host just because a URL pointed there, nor to
+    /// another home's gateway on this host (an SSH tunnel, a second user). Loopback names
+    /// are interchangeable; a gateway bound to a non-loopback address (a VPN) is ours only
+    /// under the exact URL it recorded in gateway.json, which names an address of this host.
     pub fn local_token(&self, url: &str) -> Option<String> {
-        if !is_loopback_url(url) {
-            return None;
-        }
         let own = instance::running(&self.home)?;
-        if !same_loopback_gateway(url, &own.url) {
+        let ours = same_loopback_gateway(url, &own.url)
+            || store::tokens::normalize_url(url) == store::tokens::normalize_url(&own.url);
+        if !ours {
             return None;
         }
         std::fs::read_to_string(self.home.gateway_token())
@@ -293,7 +311,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Pair(args) => pair::run(&ctx, args).await,
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Runs(args) => runs::run(&ctx, args).await,
+        Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Report(args) => report::run(&ctx, args).await,
         Command::Node(args) => node::run(&ctx, args).await,
+        Command::Chat(args) => chat::run(&ctx, args).await,
+        Command::Approve(args) => approve::run(&ctx, args).await,
+        Command::Policy(args) => policy::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
         Command::GenerateDocs(args) => docs::run(args),
     }
@@ -315,10 +338,22 @@ mod tests {
 
     #[test]
     fn loopback_gateways_are_told_apart_by_port() {
-        assert!(same_loopback_gateway("ws://localhost:7878", "ws://127.0.0.1:7878/"));
-        assert!(same_loopback_gateway("ws://[::1]:7878", "ws://127.0.0.1:7878"));
-        assert!(!same_loopback_gateway("ws://127.0.0.1:7879", "ws://127.0.0.1:7878"));
-        assert!(!same_loopback_gateway("ws://10.0.0.1:7878", "ws://10.0.0.1:7878"));
+        assert!(same_loopback_gateway(
+            "ws://localhost:7878",
+            "ws://127.0.0.1:7878/"
+        ));
+        assert!(same_loopback_gateway(
+            "ws://[::1]:7878",
+            "ws://127.0.0.1:7878"
+        ));
+        assert!(!same_loopback_gateway(
+            "ws://127.0.0.1:7879",
+            "ws://127.0.0.1:7878"
+        ));
+        assert!(!same_loopback_gateway(
+            "ws://10.0.0.1:7878",
+            "ws://10.0.0.1:7878"
+        ));
     }
 
     #[test]

@@ -220,11 +220,7 @@ async fn rotate(
     let is_self = refers_to(&device, &key);
     // Rotating our own token: the new one is issued to a connect carrying the gateway
     // token, so without one we would lock ourselves out. Refuse before doing anything.
-    let gateway_token = ctx
-        .global
-        .token
-        .clone()
-        .or_else(|| ctx.local_token(&url));
+    let gateway_token = ctx.global.token.clone().or_else(|| ctx.local_token(&url));
     if is_self && gateway_token.is_none() {
         return Err(Error::Usage(
             "rotating this device's own token needs the gateway token to fetch the new one: pass --token (or VIBER_GATEWAY_TOKEN)".into(),
@@ -237,7 +233,12 @@ async fn rotate(
     let res = client.request("device.pair.rotate", params).await?;
     let mut stored = false;
     if res["device"]["deviceId"].as_str() == Some(key.device_id().as_str()) {
-        let mut opts = ctx.connect_options(&key, &url, client.hello.auth.role, vec![Scope::OperatorAdmin])?;
+        let mut opts = ctx.connect_options(
+            &key,
+            &url,
+            client.hello.auth.role,
+            vec![Scope::OperatorAdmin],
+        )?;
         opts.token = gateway_token;
         let fresh = ctx.connect_with(&key, &opts).await?;
         stored = fresh.hello.auth.device_token.is_some();
@@ -281,7 +282,17 @@ fn refers_to(arg: &str, key: &DeviceKey) -> bool {
 
 /// No subcommand: approver if this device holds `operator.pairing`, requester if the
 /// gateway does not know it.
-async fn auto(ctx: &Ctx, args: RequestArgs) -> Result<(), Error> {
+async fn auto(ctx: &Ctx, mut args: RequestArgs) -> Result<(), Error> {
+    if args.role == Role::Node && args.scopes.iter().all(|s| s.role() == Role::Operator) {
+        // The operator default makes no sense for a worker: it asks for what nodes have.
+        args.scopes = vec![Scope::NodeExec];
+    }
+    if let Some(s) = args.scopes.iter().find(|s| s.role() != args.role) {
+        return Err(Error::Usage(format!(
+            "--scopes: {s} is not a scope of role {}",
+            args.role
+        )));
+    }
     let key = ctx.device_key()?;
     let url = ctx.gateway_url()?;
     let opts = ctx.connect_options(&key, &url, args.role, args.scopes.clone())?;
@@ -293,7 +304,8 @@ async fn auto(ctx: &Ctx, args: RequestArgs) -> Result<(), Error> {
             if args.role == Role::Operator {
                 // Ask again for everything granted: the request scopes may not include
                 // operator.pairing even when the device holds it.
-                let all = ctx.connect_options(&key, &url, Role::Operator, vec![Scope::OperatorAdmin])?;
+                let all =
+                    ctx.connect_options(&key, &url, Role::Operator, vec![Scope::OperatorAdmin])?;
                 let client = ctx.connect_with(&key, &all).await?;
                 if Scope::OperatorPairing.is_satisfied_by(&client.hello.auth.scopes) {
                     let r = approver(ctx, &client).await;
@@ -385,7 +397,9 @@ async fn request(
                 client.close();
                 break Ok((issued, scopes));
             }
-            Err(Error::Client(ClientError::Rejected(e))) if e.code == ErrorCode::PairingRequired => {
+            Err(Error::Client(ClientError::Rejected(e)))
+                if e.code == ErrorCode::PairingRequired =>
+            {
                 let id = request_id_of(&e);
                 if id != request_id {
                     // The old request expired and a new one was filed.
@@ -450,6 +464,10 @@ fn report_paired(
             "approved: paired with {url} as {role} [{}]",
             scopes.join(", ")
         )),
+        _ if token_stored => output::line(&format!(
+            "paired with {url} as {role} [{}]",
+            scopes.join(", ")
+        )),
         _ => output::line(&format!(
             "already paired with {url} as {role} [{}]",
             scopes.join(", ")
@@ -487,7 +505,10 @@ async fn approver(ctx: &Ctx, client: &Client) -> Result<(), Error> {
         eprintln!();
         eprintln!("pairing request {id}");
         eprintln!("  device       {}", r["name"].as_str().unwrap_or("?"));
-        eprintln!("  fingerprint  {}", r["fingerprint"].as_str().unwrap_or("?"));
+        eprintln!(
+            "  fingerprint  {}",
+            r["fingerprint"].as_str().unwrap_or("?")
+        );
         eprintln!("  from         {}", r["peer"].as_str().unwrap_or("?"));
         eprintln!(
             "  asks for     {} [{}]",
@@ -504,8 +525,10 @@ async fn approver(ctx: &Ctx, client: &Client) -> Result<(), Error> {
         let idem = uuid::Uuid::new_v4().to_string();
         match choice {
             0 => {
-                let role: Role = serde_json::from_value(r["role"].clone()).unwrap_or(Role::Operator);
-                let asked: Vec<Scope> = serde_json::from_value(r["scopes"].clone()).unwrap_or_default();
+                let role: Role =
+                    serde_json::from_value(r["role"].clone()).unwrap_or(Role::Operator);
+                let asked: Vec<Scope> =
+                    serde_json::from_value(r["scopes"].clone()).unwrap_or_default();
                 let asked = expand(&asked);
                 // Offer what the approver can give for that role; tick what was asked.
                 let options: Vec<Scope> = role
@@ -618,7 +641,8 @@ fn print_devices(devices: &Value) {
         let seen = d["lastSeen"].as_str().unwrap_or("never");
         output::line(&format!(
             "{}  {}  {}  {} [{}]{}  last seen {}  {} connection(s)",
-            &d["deviceId"].as_str().unwrap_or("?")[..12.min(d["deviceId"].as_str().unwrap_or("?").len())],
+            &d["deviceId"].as_str().unwrap_or("?")
+                [..12.min(d["deviceId"].as_str().unwrap_or("?").len())],
             d["name"].as_str().unwrap_or("?"),
             d["fingerprint"].as_str().unwrap_or("?"),
             d["role"].as_str().unwrap_or("?"),
@@ -633,7 +657,12 @@ fn print_devices(devices: &Value) {
 fn join(scopes: &Value) -> String {
     scopes
         .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default()
 }
 
@@ -679,7 +708,11 @@ fn trust(ctx: &Ctx, file: &std::path::Path, scopes: &[Scope]) -> Result<(), Erro
             if want != key.scopes {
                 return Err(Error::Failed(format!(
                     "{fingerprint} is already trusted with scopes {} ({}:{line}); edit that line to change them",
-                    key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                    key.scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     path.display()
                 )));
             }
@@ -699,7 +732,11 @@ fn trust(ctx: &Ctx, file: &std::path::Path, scopes: &[Scope]) -> Result<(), Erro
     } else if added {
         output::line(&format!(
             "trusted {fingerprint} with scopes {} ({}:{line})",
-            key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            key.scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             path.display()
         ));
     } else {

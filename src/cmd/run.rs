@@ -23,7 +23,11 @@ use crate::protocol::{Scope, events};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Task file (YAML): goal, mode, workdir, budget, steps, accept
-    #[arg(value_name = "TASK", required_unless_present = "goal", conflicts_with = "goal")]
+    #[arg(
+        value_name = "TASK",
+        required_unless_present = "goal",
+        conflicts_with = "goal"
+    )]
     task: Option<PathBuf>,
     /// Start from a goal string instead of a task file
     #[arg(long, value_name = "TEXT")]
@@ -37,6 +41,12 @@ pub struct Args {
     /// A stable key so a retried invocation (cron, CI) starts the run only once
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// always-ask, agent-decides or always-execute (overrides the task and config)
+    #[arg(long, value_name = "MODE", value_parser = super::policy::parse_mode)]
+    mode: Option<crate::protocol::runs::Mode>,
+    /// Seconds an approval may wait before the run ends `blocked` (exit 4)
+    #[arg(long, value_name = "SECS")]
+    approval_timeout: Option<u64>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
@@ -48,7 +58,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         (None, Some(goal)) => (task::from_goal(goal).map_err(Error::BadInput)?, None),
         (None, None) => return Err(Error::Usage("give a task file or --goal".into())),
     };
-    if ctx.global.gateway.is_none() && !args.no_autostart && instance::running(&ctx.home).is_none() {
+    let mut task = task;
+    if let Some(m) = args.mode {
+        task.mode = Some(m);
+    }
+    if let Some(t) = args.approval_timeout {
+        task.approval_timeout_secs = Some(t);
+    }
+    if ctx.global.gateway.is_none() && !args.no_autostart && instance::running(&ctx.home).is_none()
+    {
         let info = super::gateway::spawn_detached(ctx, None, Duration::from_secs(10))?;
         eprintln!(
             "viber: no gateway was running for {}; started one (pid {}) on {}",
@@ -62,7 +80,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if key.is_empty() || key.chars().count() > 128 {
-        return Err(Error::Usage("--idempotency-key must be 1 to 128 characters".into()));
+        return Err(Error::Usage(
+            "--idempotency-key must be 1 to 128 characters".into(),
+        ));
     }
     let mut client = ctx.connect(vec![Scope::OperatorAdmin]).await?;
     let mut params = json!({"task": task, "idempotencyKey": key});
@@ -86,7 +106,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         return Ok(());
     }
     if !ctx.json() {
-        eprintln!("viber: run {run_id} started; workspace {}", started["workspace"].as_str().unwrap_or(""));
+        eprintln!(
+            "viber: run {run_id} started; workspace {}",
+            started["workspace"].as_str().unwrap_or("")
+        );
     }
     let summary = follow(ctx, &mut client, &run_id).await?;
     client.close();
@@ -102,7 +125,10 @@ pub fn finish(ctx: &Ctx, s: &RunSummary) -> Result<(), Error> {
             "run {} {}{}",
             s.run_id,
             s.status,
-            s.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            s.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ));
         output::line(&format!("workspace {}", s.workspace));
     }
@@ -121,7 +147,8 @@ pub fn run_json(s: &RunSummary) -> Value {
 
 pub async fn get(client: &Client, run_id: &str) -> Result<RunSummary, Error> {
     let v = client.request("run.get", json!({"runId": run_id})).await?;
-    serde_json::from_value(v).map_err(|e| Error::Failed(format!("the gateway sent an unreadable run: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| Error::Failed(format!("the gateway sent an unreadable run: {e}")))
 }
 
 /// Follows a run's events until it ends, printing progress; returns the final summary.
@@ -149,7 +176,9 @@ pub async fn follow(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<RunS
                     expected = expected.max(seq + 1);
                     if gap {
                         if ctx.json() {
-                            output::json(&json!({"schema": "viber.gap/v1", "expected": expected, "got": seq}));
+                            output::json(
+                                &json!({"schema": "viber.gap/v1", "expected": expected, "got": seq}),
+                            );
                         }
                         s = get(client, run_id).await?;
                         continue;
@@ -158,14 +187,33 @@ pub async fn follow(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<RunS
                 if ev.payload["runId"] != run_id {
                     continue;
                 }
+                if ev.event == events::APPROVAL_REQUESTED {
+                    if ctx.json() {
+                        output::json(
+                            &json!({"schema": "viber.event/v1", "event": ev.event, "seq": ev.seq, "payload": ev.payload}),
+                        );
+                    } else if interactive() {
+                        prompt_approval(client, &ev.payload, &progress).await?;
+                    } else {
+                        progress.line(&format!(
+                            "waiting for approval: {}\n  answer with: viber approve {} --allow|--deny",
+                            super::approve::describe(&ev.payload),
+                            ev.payload["approvalId"].as_str().unwrap_or("")
+                        ));
+                    }
+                    continue;
+                }
                 if ev.event == events::RUN_STATUS || ev.event == events::RUN_PROGRESS {
                     if ctx.json() {
-                        output::json(&json!({"schema": "viber.event/v1", "event": ev.event, "seq": ev.seq, "payload": ev.payload}));
+                        output::json(
+                            &json!({"schema": "viber.event/v1", "event": ev.event, "seq": ev.seq, "payload": ev.payload}),
+                        );
                     } else {
                         progress.event(&ev.event, &ev.payload);
                     }
                     if ev.event == events::RUN_STATUS
-                        && serde_json::from_value::<RunStatus>(ev.payload["status"].clone()).is_ok_and(|st| st.is_terminal())
+                        && serde_json::from_value::<RunStatus>(ev.payload["status"].clone())
+                            .is_ok_and(|st| st.is_terminal())
                     {
                         s = get(client, run_id).await?;
                     }
@@ -208,6 +256,69 @@ async fn reconnect(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<RunSu
     )))
 }
 
+/// Whether a person sits at this terminal to answer prompts.
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks at the terminal: allow once, allow always for the prefix, deny, deny with a
+/// message. Someone else (`viber approve`) may answer first; then this answer is moot.
+async fn prompt_approval(client: &Client, a: &Value, progress: &Progress) -> Result<(), Error> {
+    let command = a["command"].as_str().unwrap_or("").to_string();
+    let prefix = crate::agent::policy::remember_prefix(&command);
+    let reason = a["reason"].as_str().unwrap_or("").to_string();
+    let bar = progress.bar.clone();
+    let answer = tokio::task::spawn_blocking(move || -> Option<(bool, bool, Option<String>)> {
+        let ask = || {
+            let items = [
+                "Allow once".to_string(),
+                format!("Allow always for `{prefix}` (this run)"),
+                "Deny".to_string(),
+                "Deny with a message".to_string(),
+            ];
+            let choice = dialoguer::Select::new()
+                .with_prompt(format!("Run `{command}`? ({reason})"))
+                .items(&items)
+                .default(0)
+                .interact_opt()
+                .ok()??;
+            Some(match choice {
+                0 => (true, false, None),
+                1 => (true, true, None),
+                2 => (false, false, None),
+                _ => {
+                    let msg: String = dialoguer::Input::new()
+                        .with_prompt("Message")
+                        .allow_empty(true)
+                        .interact_text()
+                        .ok()?;
+                    (false, false, Some(msg))
+                }
+            })
+        };
+        match bar {
+            Some(pb) => pb.suspend(ask),
+            None => ask(),
+        }
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("the prompt failed: {e}")))?;
+    let Some((allow, remember, message)) = answer else {
+        return Ok(()); // Esc: leave it to `viber approve` or the timeout
+    };
+    let id = a["approvalId"].as_str().unwrap_or("");
+    match super::approve::resolve(client, id, allow, remember, message.as_deref(), None).await {
+        Ok(_) => Ok(()),
+        Err(Error::Client(crate::client::ClientError::Rejected(e)))
+            if e.code == crate::protocol::ErrorCode::NotFound =>
+        {
+            progress.line("that approval was already answered elsewhere");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Progress for people: a spinner on a terminal, plain lines otherwise, nothing with --json.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -237,7 +348,12 @@ impl Progress {
                 .find(|st| st.state == crate::protocol::runs::StepState::Running)
                 .map(|st| format!(" step {} `{}`", st.index, st.command))
                 .unwrap_or_default();
-            pb.set_message(format!("{} {}{}", s.status, s.phase.as_deref().unwrap_or(""), step));
+            pb.set_message(format!(
+                "{} {}{}",
+                s.status,
+                s.phase.as_deref().unwrap_or(""),
+                step
+            ));
         }
     }
 
@@ -249,9 +365,16 @@ impl Progress {
                     "step {} `{}` started{}",
                     st["index"],
                     st["command"].as_str().unwrap_or(""),
-                    if st["background"] == true { " (background)" } else { "" }
+                    if st["background"] == true {
+                        " (background)"
+                    } else {
+                        ""
+                    }
                 ),
-                Some("exited") => format!("step {} exited with status {}", st["index"], p["exitStatus"]),
+                Some("exited") => format!(
+                    "step {} exited with status {}",
+                    st["index"], p["exitStatus"]
+                ),
                 Some(other) => format!("step {} {other}", st["index"]),
                 None => return,
             }
@@ -265,6 +388,16 @@ impl Progress {
             pb.println(line);
         } else if self.plain {
             output::line(&line);
+        }
+    }
+
+    fn line(&self, line: &str) {
+        if let Some(pb) = &self.bar {
+            pb.println(line);
+        } else if self.plain {
+            output::line(line);
+        } else {
+            eprintln!("{line}");
         }
     }
 

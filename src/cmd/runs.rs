@@ -35,7 +35,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         output::line("no runs");
         return Ok(());
     }
-    output::line(&format!("{:<24} {:<17} {:<20} GOAL", "RUN", "STATUS", "CREATED"));
+    output::line(&format!(
+        "{:<24} {:<17} {:<20} GOAL",
+        "RUN", "STATUS", "CREATED"
+    ));
     for r in runs {
         let status = match r.queue_position {
             Some(p) => format!("queued (#{p})"),

@@ -103,7 +103,10 @@ fn human_run(s: &crate::protocol::runs::RunSummary) -> String {
         "run       {}  {}{}\ngoal      {}\n",
         s.run_id,
         s.status,
-        s.phase.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+        s.phase
+            .as_deref()
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default(),
         s.goal
     );
     if let Some(r) = &s.reason {
@@ -114,8 +117,14 @@ fn human_run(s: &crate::protocol::runs::RunSummary) -> String {
             Some(code) => format!("exited {code}"),
             None => format!("{:?}", st.state).to_lowercase(),
         };
-        out.push_str(&format!("step {:<4} {state:<10} `{}`\n", st.index, st.command));
+        out.push_str(&format!(
+            "step {:<4} {state:<10} `{}`\n",
+            st.index, st.command
+        ));
     }
-    out.push_str(&format!("workspace {}\nlog       {}\nattach    {}", s.workspace, s.session_log, s.tmux.attach));
+    out.push_str(&format!(
+        "workspace {}\nlog       {}\nattach    {}",
+        s.workspace, s.session_log, s.tmux.attach
+    ));
     out
 }

@@ -39,9 +39,13 @@ impl Sink {
             }));
         } else {
             let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(fresh).and_then(|_| out.flush()) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    std::process::exit(0);
+            match out.write_all(fresh).and_then(|_| out.flush()) {
+                Ok(()) => {}
+                // `viber watch RUN --terminal | head` is a normal way to stop.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("viber: cannot write to stdout: {e}");
+                    std::process::exit(1);
                 }
             }
         }
@@ -53,7 +57,10 @@ impl Sink {
         loop {
             let offset = *self.next.get(&step).unwrap_or(&0);
             let r = client
-                .request("run.terminal.read", json!({"runId": run_id, "step": step, "offset": offset}))
+                .request(
+                    "run.terminal.read",
+                    json!({"runId": run_id, "step": step, "offset": offset}),
+                )
                 .await?;
             let data = STANDARD
                 .decode(r["data"].as_str().unwrap_or(""))
@@ -70,7 +77,10 @@ impl Sink {
 /// the run's exit code.
 pub async fn stream(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<u8, Error> {
     client
-        .request("events.subscribe", json!({"runId": run_id, "terminal": true}))
+        .request(
+            "events.subscribe",
+            json!({"runId": run_id, "terminal": true}),
+        )
         .await?;
     let mut sink = Sink {
         json: ctx.json(),
@@ -96,7 +106,9 @@ pub async fn stream(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<u8, 
         if ev.event == events::TERMINAL_OUTPUT {
             let step = ev.payload["step"].as_u64().unwrap_or(0) as u32;
             let offset = ev.payload["offset"].as_u64().unwrap_or(0);
-            let data = STANDARD.decode(ev.payload["data"].as_str().unwrap_or("")).unwrap_or_default();
+            let data = STANDARD
+                .decode(ev.payload["data"].as_str().unwrap_or(""))
+                .unwrap_or_default();
             if offset > *sink.next.get(&step).unwrap_or(&0) {
                 sink.catch_up(client, run_id, step).await?;
             }

@@ -123,9 +123,9 @@ pub fn authenticate(
     identity::verify(&raw, p.signature_payload().as_bytes(), &p.device.signature)
         .map_err(|e| device_invalid(&format!("device signature invalid: {e}")))?;
 
-    // 2. A secret: the gateway token, or this device's own token. A key the owner listed
-    //    in trusted_keys (or the owner's own key) needs neither: like an SSH authorized
-    //    key, its signature over this connection's nonce is the credential.
+    // 2. A secret: the gateway token, or this device's own token. A key listed in
+    //    trusted_keys needs neither: like an SSH authorized key, its signature over this
+    //    connection's nonce is the credential.
     let trusted = gw.trust.lookup(&raw);
     let known = gw
         .devices
@@ -156,7 +156,7 @@ pub fn authenticate(
                 "the device token does not match (revoked or rotated?)",
             ));
         }
-    } else if trusted.is_none() {
+    } else if trusted.as_ref().is_none_or(|t| t.needs_token) {
         return Err(ErrorShape::new(
             ErrorCode::Unauthorized,
             "no token: pass the gateway token or a device token",

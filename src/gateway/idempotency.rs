@@ -222,14 +222,19 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let store = IdempotencyStore::load(&p).unwrap();
         let v = store
-            .run("k", "run.start", &json!({"idempotencyKey": "k", "goal": "x"}), || async {
-                panic!("must not run again")
-            })
+            .run(
+                "k",
+                "run.start",
+                &json!({"idempotencyKey": "k", "goal": "x"}),
+                || async { panic!("must not run again") },
+            )
             .await
             .unwrap();
         assert_eq!(v["runId"], "r1");
         let e = store
-            .run("k", "run.start", &json!({"goal": "y"}), || async { Ok(json!({})) })
+            .run("k", "run.start", &json!({"goal": "y"}), || async {
+                Ok(json!({}))
+            })
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::IdempotencyConflict);
@@ -280,7 +285,9 @@ mod tests {
         IdempotencyStore::load(&p).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{good}\n"));
         std::fs::write(&p, format!("garbage\n{good}\n")).unwrap();
-        let err = IdempotencyStore::load(&p).err().expect("garbage is an error");
+        let err = IdempotencyStore::load(&p)
+            .err()
+            .expect("garbage is an error");
         assert!(err.to_string().contains(":1:"), "{err}");
     }
 }

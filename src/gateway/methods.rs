@@ -88,6 +88,11 @@ async fn handle(
         "node.run.claim" => runs::claim(gw, conn, params),
         "node.run.event" => runs::node_event(gw, params),
         "node.terminal.output" => runs::node_output(gw, params),
+        "node.run.sign" => runs::sign_report(gw, conn, params),
+        "node.approval.request" => runs::approval_request(gw, params),
+        "chat.send" => runs::chat(gw, params),
+        "approval.list" => runs::approval_list(gw, params),
+        "approval.resolve" => runs::approval_resolve(gw, conn, params),
         _ => Err(ErrorShape::internal(format!(
             "{method} is in the method table but has no handler"
         ))),
@@ -104,6 +109,9 @@ fn status(gw: &Gateway, conn: &ConnHandle) -> Value {
             "home": gw.home.root(),
             "startedAt": gw.started_at,
             "uptimeMs": gw.uptime_ms(),
+            // Who signs this gateway's reports: the allowed_signers line lets anyone check
+            // them with stock `ssh-keygen -Y verify`.
+            "signing": crate::evidence::sign::home_signer(&gw.home),
         },
         "connection": {
             "connId": conn.conn_id,

@@ -135,7 +135,9 @@ impl Gateway {
         self.state_version.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn read_conns(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    pub(crate) fn read_conns(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         self.conns.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -220,7 +222,13 @@ impl Gateway {
 
     /// Closes every connection of `device_id` but `keep` (the caller of a rotation must
     /// still receive its answer).
-    pub fn close_device_except(&self, device_id: &str, keep: u64, code: u16, reason: &str) -> usize {
+    pub fn close_device_except(
+        &self,
+        device_id: &str,
+        keep: u64,
+        code: u16,
+        reason: &str,
+    ) -> usize {
         let conns = self.read_conns();
         let mut n = 0;
         for c in conns

@@ -32,6 +32,9 @@ pub struct Trusted {
     pub scopes: Vec<Scope>,
     /// `trusted_keys:LINE`, or `owner` for the gateway's own device key.
     pub source: String,
+    /// The owner's key still presents the gateway token (it always has it): its trust only
+    /// spares it a pairing request. A trusted_keys entry's signature is its credential.
+    pub needs_token: bool,
 }
 
 struct TrustState {
@@ -110,6 +113,7 @@ impl Trust {
             return Some(Trusted {
                 scopes: vec![Scope::OperatorAdmin, Scope::NodeExec],
                 source: "owner".into(),
+                needs_token: true,
             });
         }
         if let Err(e) = self.refresh() {
@@ -119,13 +123,15 @@ impl Trust {
         state.keys.iter().find(|k| &k.raw == raw).map(|k| Trusted {
             scopes: k.scopes.clone(),
             source: format!("trusted_keys:{}", k.line),
+            needs_token: false,
         })
     }
 }
 
 /// Whether a connection holding `held` may grant `scope`.
 pub fn can_grant(scope: Scope, held: &[Scope]) -> bool {
-    scope.is_satisfied_by(held) || (scope == Scope::NodeExec && held.contains(&Scope::OperatorAdmin))
+    scope.is_satisfied_by(held)
+        || (scope == Scope::NodeExec && held.contains(&Scope::OperatorAdmin))
 }
 
 /// A pending request as the wire and the CLI show it.
@@ -146,11 +152,7 @@ pub fn request_view(r: &PendingRequest, now: jiff::Timestamp) -> Value {
 }
 
 fn device_view(gw: &Gateway, d: &DeviceRecord) -> Value {
-    let connections = gw
-        .presence()
-        .iter()
-        .filter(|p| p.device_id == d.id)
-        .count();
+    let connections = gw.presence().iter().filter(|p| p.device_id == d.id).count();
     json!({
         "deviceId": d.id,
         "fingerprint": fingerprint(&d.public_key),
@@ -218,7 +220,11 @@ pub async fn handle(
     match method {
         "device.pair.list" => {
             let _: NoParams = decode(params)?;
-            let waiting = gw.pending.lock().unwrap_or_else(|p| p.into_inner()).waiting(now);
+            let waiting = gw
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .waiting(now);
             let list: Vec<Value> = waiting.iter().map(|r| request_view(r, now)).collect();
             Ok(json!({ "requests": list }))
         }
@@ -275,7 +281,11 @@ pub async fn handle(
                 .map_err(internal)?
                 .ok_or_else(|| no_device(&p.device_id))?;
             // After the record is gone, so a reconnect racing this cannot get back in.
-            let closed = gw.close_device(&id, crate::protocol::close::POLICY_VIOLATION, "device revoked");
+            let closed = gw.close_device(
+                &id,
+                crate::protocol::close::POLICY_VIOLATION,
+                "device revoked",
+            );
             let still_trusted = identity::decode_public_key(&removed.public_key)
                 .ok()
                 .and_then(|raw| gw.trust.lookup(&raw))
@@ -341,11 +351,8 @@ fn no_request(id: &str) -> ErrorShape {
 }
 
 fn no_device(id: &str) -> ErrorShape {
-    ErrorShape::new(
-        ErrorCode::NotFound,
-        format!("no paired device {id:?}"),
-    )
-    .with_details(json!({ "deviceId": id }))
+    ErrorShape::new(ErrorCode::NotFound, format!("no paired device {id:?}"))
+        .with_details(json!({ "deviceId": id }))
 }
 
 /// The scopes to grant: within `role`, and each one held by the approver.
@@ -358,12 +365,19 @@ fn check_grant(scopes: &[Scope], role: Role, held: &[Scope]) -> Result<Vec<Scope
             "{s} is not a scope of role {role}"
         )));
     }
-    let not_held: Vec<Scope> = scopes.iter().copied().filter(|s| !can_grant(*s, held)).collect();
+    let not_held: Vec<Scope> = scopes
+        .iter()
+        .copied()
+        .filter(|s| !can_grant(*s, held))
+        .collect();
     if !not_held.is_empty() {
         let names: Vec<&str> = not_held.iter().map(|s| s.as_str()).collect();
         return Err(ErrorShape::new(
             ErrorCode::Forbidden,
-            format!("cannot grant {}: this connection does not hold it", names.join(", ")),
+            format!(
+                "cannot grant {}: this connection does not hold it",
+                names.join(", ")
+            ),
         )
         .with_details(json!({ "notHeld": not_held, "held": held })));
     }
@@ -391,11 +405,9 @@ fn approve(
             // Default: what was asked, cut down to what the approver can give.
             let held = expand(&conn.scopes);
             let asked = expand(&req.scopes);
-            let mut s: Vec<Scope> = asked
-                .into_iter()
-                .filter(|s| can_grant(*s, &held))
-                .collect();
-            if req.scopes.contains(&Scope::OperatorAdmin) && can_grant(Scope::OperatorAdmin, &held) {
+            let mut s: Vec<Scope> = asked.into_iter().filter(|s| can_grant(*s, &held)).collect();
+            if req.scopes.contains(&Scope::OperatorAdmin) && can_grant(Scope::OperatorAdmin, &held)
+            {
                 s = vec![Scope::OperatorAdmin];
             }
             check_grant(&s, req.role, &conn.scopes)?
@@ -452,7 +464,11 @@ fn resolve_device(gw: &Gateway, wanted: &str) -> Result<String, ErrorShape> {
             .collect()
     } else if wanted.len() >= 8 {
         let w = wanted.to_ascii_lowercase();
-        devices.all().iter().filter(|d| d.id.starts_with(&w)).collect()
+        devices
+            .all()
+            .iter()
+            .filter(|d| d.id.starts_with(&w))
+            .collect()
     } else {
         Vec::new()
     };
@@ -481,7 +497,8 @@ mod tests {
         let e = check_grant(&[Scope::NodeExec], Role::Node, &pairing_only).unwrap_err();
         assert_eq!(e.code, ErrorCode::Forbidden);
         assert!(check_grant(&[Scope::NodeExec], Role::Node, &[Scope::OperatorAdmin]).is_ok());
-        let e = check_grant(&[Scope::NodeExec], Role::Operator, &[Scope::OperatorAdmin]).unwrap_err();
+        let e =
+            check_grant(&[Scope::NodeExec], Role::Operator, &[Scope::OperatorAdmin]).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest, "role mismatch");
         assert!(check_grant(&[], Role::Operator, &[Scope::OperatorAdmin]).is_err());
     }

@@ -98,7 +98,11 @@ impl PendingStore {
     }
 
     /// The waiting request `request_id`, if it is live and undecided.
-    pub fn get_waiting(&mut self, request_id: &str, now: jiff::Timestamp) -> Option<PendingRequest> {
+    pub fn get_waiting(
+        &mut self,
+        request_id: &str,
+        now: jiff::Timestamp,
+    ) -> Option<PendingRequest> {
         self.live(now)
             .iter()
             .find(|r| r.request_id == request_id && !r.rejected)

@@ -40,6 +40,9 @@ struct Inner {
 #[derive(Default)]
 pub struct Runs {
     inner: Mutex<Inner>,
+    /// Pending approvals by id. Rebuilt by workers re-sending theirs after a reconnect,
+    /// so a gateway restart loses none.
+    approvals: Mutex<HashMap<String, Value>>,
 }
 
 fn not_found(run_id: &str) -> ErrorShape {
@@ -192,6 +195,12 @@ struct ListParams {
 struct ControlParams {
     run_id: String,
     action: String,
+    /// rescope: the new goal.
+    #[serde(default)]
+    goal: Option<String>,
+    /// reprioritize: the new 1-based queue position.
+    #[serde(default)]
+    position: Option<usize>,
     #[allow(dead_code)]
     idempotency_key: String,
 }
@@ -239,7 +248,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, ErrorS
 /// `run.start`: record the run, queue it, start workers as the limit allows.
 pub fn start(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
     let p: StartParams = decode(params)?;
-    p.task.validate().map_err(ErrorShape::invalid)?;
+    p.task
+        .validate()
+        .and_then(|()| crate::evidence::checks::validate(&p.task.accept))
+        .map_err(ErrorShape::invalid)?;
     let workdir = p.task.workdir.clone().unwrap_or_default();
     if !std::path::Path::new(&workdir).is_absolute() {
         return Err(ErrorShape::invalid("task.workdir must be an absolute path"));
@@ -258,7 +270,7 @@ pub fn start(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
     let ev = log
         .append(kind::CREATED, created, true)
         .map_err(store_err)?;
-    let summary = session::fold(&gw.home, &[ev.clone()])
+    let summary = session::fold(&gw.home, std::slice::from_ref(&ev))
         .ok_or_else(|| ErrorShape::internal("cannot fold a new run"))?;
     {
         let mut inner = gw.runs.lock();
@@ -323,6 +335,10 @@ impl Runs {
         };
         broadcast_event(gw, ev);
         if ended {
+            self.approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, a| a["runId"] != ev.run_id.as_str());
             schedule(gw);
         }
     }
@@ -508,21 +524,83 @@ pub fn list(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
 
 pub fn control(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
     let p: ControlParams = decode(params)?;
-    if p.action != "cancel" {
-        return Err(ErrorShape::invalid(format!(
-            "unknown action {:?} (this gateway supports: cancel)",
-            p.action
-        )));
+    match p.action.as_str() {
+        "cancel" => cancel(gw, &p.run_id),
+        "reprioritize" => {
+            let position = p
+                .position
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ErrorShape::invalid("reprioritize needs a position of 1 or more"))?;
+            let mut inner = gw.runs.lock();
+            if !inner.runs.contains_key(&p.run_id) {
+                return Err(not_found(&p.run_id));
+            }
+            let Some(at) = inner.queue.iter().position(|q| *q == p.run_id) else {
+                return Err(ErrorShape::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "run {} is not queued: only queued runs can be reprioritized",
+                        p.run_id
+                    ),
+                ));
+            };
+            let id = inner.queue.remove(at).expect("index from position");
+            let to = (position - 1).min(inner.queue.len());
+            inner.queue.insert(to, id);
+            Ok(json!({"runId": p.run_id, "action": "reprioritize", "queuePosition": to + 1}))
+        }
+        "pause" | "resume" | "rescope" => {
+            let mut payload = json!({"runId": p.run_id, "action": p.action});
+            if p.action == "rescope" {
+                let goal = p
+                    .goal
+                    .filter(|g| !g.trim().is_empty())
+                    .ok_or_else(|| ErrorShape::invalid("rescope needs a non-empty goal"))?;
+                payload["goal"] = json!(goal);
+            }
+            let delivered = to_worker(gw, &p.run_id, &payload)?;
+            Ok(json!({"runId": p.run_id, "action": p.action, "delivered": delivered}))
+        }
+        other => Err(ErrorShape::invalid(format!(
+            "unknown action {other:?} (cancel, pause, resume, rescope, reprioritize)"
+        ))),
     }
+}
+
+/// Sends a control message to the run's worker. The run must be executing; a worker that
+/// is reconnecting gets `UNAVAILABLE` (retryable) rather than a silent loss.
+fn to_worker(gw: &Gateway, run_id: &str, payload: &Value) -> Result<bool, ErrorShape> {
+    let node = {
+        let inner = gw.runs.lock();
+        let e = inner.runs.get(run_id).ok_or_else(|| not_found(run_id))?;
+        if e.summary.status.is_terminal() || e.summary.status == RunStatus::Queued {
+            return Err(ErrorShape::new(
+                ErrorCode::Conflict,
+                format!("run {run_id} is {}, not executing", e.summary.status),
+            ));
+        }
+        e.node_conn
+    };
+    match node {
+        Some(conn) if gw.send_to(conn, events::NODE_CONTROL, payload) => Ok(true),
+        _ => Err(ErrorShape::new(
+            ErrorCode::Unavailable,
+            format!("the worker of run {run_id} is not connected right now; try again"),
+        )
+        .retry_after(1000)),
+    }
+}
+
+fn cancel(gw: &Arc<Gateway>, run_id: &str) -> Result<Value, ErrorShape> {
     let (queued, node, log, status) = {
         let mut inner = gw.runs.lock();
-        let pos = inner.queue.iter().position(|q| *q == p.run_id);
+        let pos = inner.queue.iter().position(|q| *q == run_id);
         let e = inner
             .runs
-            .get_mut(&p.run_id)
-            .ok_or_else(|| not_found(&p.run_id))?;
+            .get_mut(run_id)
+            .ok_or_else(|| not_found(run_id))?;
         if e.summary.status.is_terminal() {
-            return Ok(json!({"runId": p.run_id, "action": p.action, "status": e.summary.status}));
+            return Ok(json!({"runId": run_id, "action": "cancel", "status": e.summary.status}));
         }
         e.cancel_requested = Some(Instant::now());
         let node = e.node_conn;
@@ -534,22 +612,163 @@ pub fn control(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
         (pos.is_some(), node, log, status)
     };
     if queued {
-        let ev = append(&log, &p.run_id, kind::STATUS, json!({"status": "cancelled", "reason": "cancelled by an operator before it started", "exitCode": 6}))
+        let ev = append(&log, run_id, kind::STATUS, json!({"status": "cancelled", "reason": "cancelled by an operator before it started", "exitCode": 6}))
             .map_err(store_err)?;
         gw.runs.apply(gw, &ev);
-        return Ok(json!({"runId": p.run_id, "action": p.action, "status": "cancelled"}));
+        return Ok(json!({"runId": run_id, "action": "cancel", "status": "cancelled"}));
     }
     let delivered = node.is_some_and(|conn| {
         gw.send_to(
             conn,
             events::NODE_CONTROL,
-            &json!({"runId": p.run_id, "action": "cancel"}),
+            &json!({"runId": run_id, "action": "cancel"}),
         )
     });
     if !delivered {
-        tracing::warn!(run = %p.run_id, "no worker connected to take the cancel: it will be killed");
+        tracing::warn!(run = %run_id, "no worker connected to take the cancel: it will be killed");
     }
-    Ok(json!({"runId": p.run_id, "action": p.action, "status": status, "delivered": delivered}))
+    Ok(json!({"runId": run_id, "action": "cancel", "status": status, "delivered": delivered}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChatParams {
+    run_id: String,
+    text: String,
+    #[allow(dead_code)]
+    idempotency_key: String,
+}
+
+/// `chat.send`: feedback for the planner, delivered at its next step.
+pub fn chat(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
+    let p: ChatParams = decode(params)?;
+    if p.text.trim().is_empty() {
+        return Err(ErrorShape::invalid("text must not be empty"));
+    }
+    let delivered = to_worker(
+        gw,
+        &p.run_id,
+        &json!({"runId": p.run_id, "action": "chat", "text": p.text}),
+    )?;
+    Ok(json!({"runId": p.run_id, "delivered": delivered}))
+}
+
+/// `node.approval.request`: a worker asks; every `operator.approvals` connection hears.
+pub fn approval_request(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
+    let mut p = params;
+    let id = p["approvalId"].as_str().unwrap_or("").to_string();
+    let run_id = p["runId"].as_str().unwrap_or("").to_string();
+    if id.is_empty() || gw.runs.get(&run_id).is_none() {
+        return Err(ErrorShape::invalid(
+            "approvalId and a known runId are required",
+        ));
+    }
+    let secs = p["timeoutSecs"].as_u64().unwrap_or(0);
+    if p.get("requestedAt").is_none() {
+        let now = jiff::Timestamp::now();
+        p["requestedAt"] = json!(now);
+        p["expiresAt"] = json!(now + jiff::SignedDuration::from_secs(secs as i64));
+    }
+    let fresh = gw
+        .runs
+        .approvals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), p.clone())
+        .is_none();
+    if fresh {
+        gw.broadcast(events::APPROVAL_REQUESTED, &p);
+    }
+    Ok(json!({"approvalId": id}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListApprovals {
+    #[serde(default)]
+    run_id: Option<String>,
+}
+
+pub fn approval_list(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
+    let p: ListApprovals = decode(params)?;
+    let mut list: Vec<Value> = gw
+        .runs
+        .approvals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|a| p.run_id.as_deref().is_none_or(|r| a["runId"] == r))
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a["requestedAt"].as_str().cmp(&b["requestedAt"].as_str()));
+    Ok(json!({"approvals": list}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ResolveParams {
+    approval_id: String,
+    decision: String,
+    #[serde(default)]
+    remember: bool,
+    #[serde(default)]
+    message: Option<String>,
+    #[allow(dead_code)]
+    idempotency_key: String,
+}
+
+/// `approval.resolve`: an operator's answer, passed to the waiting worker.
+pub fn approval_resolve(
+    gw: &Gateway,
+    conn: &ConnHandle,
+    params: Value,
+) -> Result<Value, ErrorShape> {
+    let p: ResolveParams = decode(params)?;
+    if p.decision != "allow" && p.decision != "deny" {
+        return Err(ErrorShape::invalid("decision must be allow or deny"));
+    }
+    let approval = gw
+        .runs
+        .approvals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&p.approval_id)
+        .cloned()
+        .ok_or_else(|| {
+            ErrorShape::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no pending approval {:?} (answered, expired, or its run ended)",
+                    p.approval_id
+                ),
+            )
+        })?;
+    let run_id = approval["runId"].as_str().unwrap_or("").to_string();
+    let answer = json!({
+        "runId": run_id,
+        "action": "approval",
+        "approvalId": p.approval_id,
+        "decision": p.decision,
+        "remember": p.remember,
+        "message": p.message,
+        "by": conn.device_id,
+    });
+    to_worker(gw, &run_id, &answer)?;
+    gw.runs
+        .approvals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&p.approval_id);
+    let resolved = json!({
+        "approvalId": p.approval_id,
+        "runId": run_id,
+        "command": approval["command"],
+        "decision": p.decision,
+        "remember": p.remember,
+        "by": conn.device_id,
+    });
+    gw.broadcast(events::APPROVAL_RESOLVED, &resolved);
+    Ok(resolved)
 }
 
 pub fn subscribe(conn: &ConnHandle, params: Value, on: bool) -> Result<Value, ErrorShape> {
@@ -661,4 +880,46 @@ pub fn node_disconnected(gw: &Gateway, conn_id: u64) {
             e.node_conn = None;
         }
     }
+}
+
+/// `node.run.sign`: the worker of a live run asks the gateway to sign the run's
+/// `report.json` with `gateway/signing_ed25519` (SSHSIG, namespace `viber-report`). Only
+/// the connection that claimed the run may ask, and only before the run ends, so no other
+/// node (and nobody after the fact) can get a report signed.
+pub fn sign_report(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, ErrorShape> {
+    let p: RunIdParams = decode(params)?;
+    let workspace = {
+        let inner = gw.runs.lock();
+        let e = inner
+            .runs
+            .get(&p.run_id)
+            .ok_or_else(|| not_found(&p.run_id))?;
+        if e.summary.status.is_terminal() {
+            return Err(ErrorShape::new(
+                ErrorCode::Conflict,
+                format!(
+                    "run {} already ended ({}): its report can no longer be signed",
+                    p.run_id, e.summary.status
+                ),
+            ));
+        }
+        if e.node_conn != Some(conn.id) {
+            return Err(ErrorShape::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "only the worker that claimed run {} may have its report signed",
+                    p.run_id
+                ),
+            ));
+        }
+        e.summary.workspace.clone()
+    };
+    let (sig, signer) = crate::evidence::sign::sign_workspace_report(
+        &gw.home,
+        &p.run_id,
+        std::path::Path::new(&workspace),
+    )
+    .map_err(|e| ErrorShape::new(ErrorCode::Unavailable, e))?;
+    tracing::info!(run = %p.run_id, "report signed by {}", signer.fingerprint);
+    Ok(json!({"runId": p.run_id, "signature": sig, "signer": signer}))
 }

@@ -197,6 +197,11 @@ pub const METHODS: &[MethodSpec] = &[
     m("node.run.claim", Scope::NodeExec),
     m("node.run.event", Scope::NodeExec),
     m("node.terminal.output", Scope::NodeExec),
+    m("node.run.sign", Scope::NodeExec),
+    m("node.approval.request", Scope::NodeExec),
+    w("chat.send", Scope::OperatorWrite),
+    m("approval.list", Scope::OperatorApprovals),
+    w("approval.resolve", Scope::OperatorApprovals),
 ];
 
 pub fn lookup(name: &str) -> Option<&'static MethodSpec> {

@@ -12,7 +12,8 @@ pub struct InitReport {
     pub existing: Vec<String>,
 }
 
-/// Ensures the home directory, config, device key and gateway token exist.
+/// Ensures the home directory, config, device key, gateway token and report-signing key
+/// exist.
 pub fn ensure(home: &Home) -> Result<InitReport, StoreError> {
     let mut report = InitReport::default();
     let mut note = |created: bool, path: std::path::PathBuf| {
@@ -54,5 +55,11 @@ pub fn ensure(home: &Home) -> Result<InitReport, StoreError> {
     let token_path = home.gateway_token();
     let created = fsutil::create_secret(&token_path, identity::random_hex(32).as_bytes())?;
     note(created, token_path);
+
+    // The key that signs run reports (only the gateway reads it), made now so
+    // `viber status` and `viber report --allowed-signers` can name it before any run.
+    let signing_path = home.signing_key();
+    let (_, created) = crate::evidence::sign::Signer::load_or_create(&signing_path)?;
+    note(created, signing_path);
     Ok(report)
 }

@@ -28,7 +28,10 @@ pub struct TrustedKey {
 impl TrustedKey {
     /// The role these scopes belong to (a line never mixes roles).
     pub fn role(&self) -> Role {
-        self.scopes.first().map(|s| s.role()).unwrap_or(Role::Operator)
+        self.scopes
+            .first()
+            .map(|s| s.role())
+            .unwrap_or(Role::Operator)
     }
 }
 
@@ -162,10 +165,12 @@ fn parse_line(line: &str) -> Result<([u8; 32], Vec<Scope>, String), String> {
 pub fn parse_public_key(text: &str) -> Result<([u8; 32], String), String> {
     let key = ssh_key::PublicKey::from_openssh(text.trim())
         .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
-    let ed = key
-        .key_data()
-        .ed25519()
-        .ok_or_else(|| format!("{} keys are not supported: use ssh-ed25519", key.algorithm()))?;
+    let ed = key.key_data().ed25519().ok_or_else(|| {
+        format!(
+            "{} keys are not supported: use ssh-ed25519",
+            key.algorithm()
+        )
+    })?;
     Ok((ed.0, key.comment().to_string()))
 }
 
@@ -225,6 +230,13 @@ pub fn append(
         fsutil::ensure_private_dir(dir).map_err(|e| e.to_string())?;
     }
     fsutil::append_line(path, &entry).map_err(|e| e.to_string())?;
+    // A person may have created the file with their umask: who may write this file decides
+    // who gets in, so keep it private like every other file under gateway/.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    }
     let line = existing.lines().count() + 1;
     let mut added = key;
     added.line = line;

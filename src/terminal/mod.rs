@@ -18,7 +18,9 @@ use tmux_interface::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
-    #[error("tmux is not installed or not on PATH: install it (Debian/Ubuntu: `apt-get install tmux`, macOS: `brew install tmux`)")]
+    #[error(
+        "tmux is not installed or not on PATH: install it (Debian/Ubuntu: `apt-get install tmux`, macOS: `brew install tmux`)"
+    )]
     NotInstalled,
     #[error("tmux {what} failed: {stderr}")]
     Command { what: String, stderr: String },
@@ -66,12 +68,18 @@ impl Tmux {
     /// The tmux version, or why tmux cannot be used.
     pub fn check_installed() -> Result<String, TerminalError> {
         match std::process::Command::new("tmux").arg("-V").output() {
-            Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
             _ => Err(TerminalError::NotInstalled),
         }
     }
 
-    fn run<'a>(&self, what: &str, cmd: impl Into<TmuxCommand<'a>>) -> Result<String, TerminalError> {
+    fn run<'a>(
+        &self,
+        what: &str,
+        cmd: impl Into<TmuxCommand<'a>>,
+    ) -> Result<String, TerminalError> {
         let out = TmuxCli::new()
             .socket_path(self.socket.to_string_lossy().into_owned())
             .command(cmd)
@@ -98,8 +106,11 @@ impl Tmux {
     }
 
     pub fn has_session(&self, session: &str) -> bool {
-        self.run("has-session", HasSession::new().target_session(format!("={session}")))
-            .is_ok()
+        self.run(
+            "has-session",
+            HasSession::new().target_session(format!("={session}")),
+        )
+        .is_ok()
     }
 
     /// Creates the run's session (a placeholder window keeps it alive between actions).
@@ -121,7 +132,11 @@ impl Tmux {
         // remain-on-exit is what lets us read the exit status of a finished pane.
         self.run(
             "set-option",
-            SetOption::new().global().window().option("remain-on-exit").value("on"),
+            SetOption::new()
+                .global()
+                .window()
+                .option("remain-on-exit")
+                .value("on"),
         )?;
         Ok(())
     }
@@ -254,7 +269,10 @@ impl Tmux {
         for &pid in &pids {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let _ = self.run("kill-session", KillSession::new().target_session(format!("={session}")));
+        let _ = self.run(
+            "kill-session",
+            KillSession::new().target_session(format!("={session}")),
+        );
     }
 }
 
@@ -291,7 +309,9 @@ mod tests {
         let script = dir.path().join("1.sh");
         std::fs::write(&script, "printf 'fast\\n'; seq 1 20000; exit 7\n").unwrap();
         let log = dir.path().join("1.log");
-        let pane = tmux.spawn("s", "step-1", dir.path(), &script, &log).unwrap();
+        let pane = tmux
+            .spawn("s", "step-1", dir.path(), &script, &log)
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let exit = loop {
             if let Some(e) = tmux.exit_status(&pane).unwrap() {
@@ -308,7 +328,10 @@ mod tests {
             expected.push_str(&format!("{i}\n"));
         }
         assert_eq!(text.len(), expected.len(), "the log lost or gained bytes");
-        assert!(text == expected, "the log differs from what the command printed");
+        assert!(
+            text == expected,
+            "the log differs from what the command printed"
+        );
         tmux.kill_session("s", Duration::from_secs(2));
         assert!(!tmux.has_session("s"));
     }

@@ -99,9 +99,18 @@ impl TestHome {
     }
 
     /// Polls `viber status RUN --json` until `pred` holds; returns that status.
-    pub fn wait_run(&self, run_id: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_run(
+        &self,
+        run_id: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         wait_for(what, Duration::from_secs(60), || {
-            let out = self.viber().args(["status", run_id, "--json"]).output().ok()?;
+            let out = self
+                .viber()
+                .args(["status", run_id, "--json"])
+                .output()
+                .ok()?;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             pred(&v).then_some(v)
         })
