@@ -749,7 +749,15 @@ impl LlmPlanner {
 
     /// Elides the oldest tool outputs once the history outgrows its budget.
     fn compact(&mut self) {
-        let size = |m: &Value| m["content"].as_str().map_or(0, str::len) + 64;
+        let size = |m: &Value| {
+            let calls: usize = m["tool_calls"].as_array().map_or(0, |calls| {
+                calls
+                    .iter()
+                    .map(|c| c["function"]["arguments"].as_str().map_or(0, str::len))
+                    .sum()
+            });
+            m["content"].as_str().map_or(0, str::len) + calls + 64
+        };
         let mut total: usize = self.messages.iter().map(size).sum();
         if total <= HISTORY_BUDGET {
             return;
@@ -989,6 +997,118 @@ mod tests {
         assert_eq!(tail("aé", 1), "");
         assert_eq!(head("éa", 1), "");
         assert_eq!(tail("abcdef", 3), "def");
+    }
+
+    fn planner(dir: &std::path::Path) -> LlmPlanner {
+        let llm = crate::store::config::LlmConfig {
+            base_url: "http://127.0.0.1:9/v1/".into(),
+            model: "m".into(),
+            api_key_env: None,
+            price_per_mtok_in: 1.0,
+            price_per_mtok_out: 2.0,
+            timeout_secs: 5,
+        };
+        let task = crate::agent::task::from_goal("old goal").unwrap();
+        let home = crate::store::Home::new(dir);
+        LlmPlanner::new(&llm, &task, &crate::store::Config::default(), &home)
+    }
+
+    fn response(calls: &[(&str, &str, &str)]) -> Value {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+        json!({"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": calls}}]})
+    }
+
+    #[tokio::test]
+    async fn queued_calls_are_handed_out_in_order_and_feedback_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        assert_eq!(p.endpoint, "http://127.0.0.1:9/v1/chat/completions");
+        p.take_response(response(&[
+            ("a", "shell", r#"{"command":"ls"}"#),
+            ("b", "shell", r#"{"command":"pwd"}"#),
+            ("c", "read_file", r#"{"path":"x"}"#),
+        ]))
+        .unwrap();
+        let first = p.next().await.unwrap().unwrap();
+        assert_eq!(first.policy_command(), "ls");
+        p.observe(Observation {
+            action: first,
+            exit: Some(0),
+            output: "\x1b[1mfile\x1b[0m\r\n".into(),
+        });
+        let second = p.next().await.unwrap().unwrap();
+        assert_eq!(second.policy_command(), "pwd");
+        // Feedback while `pwd` runs: `c` will not run; `b`'s result still comes first.
+        p.feedback("stop listing");
+        p.observe(Observation {
+            action: second,
+            exit: Some(0),
+            output: "/w\n".into(),
+        });
+        assert!(p.queue.is_empty());
+        let tools: Vec<(&str, &str)> = p
+            .messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| {
+                (
+                    m["tool_call_id"].as_str().unwrap(),
+                    m["content"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tools,
+            [
+                ("a", "exit status 0\noutput:\nfile\n"),
+                ("b", "exit status 0\noutput:\n/w\n")
+            ]
+        );
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, "c");
+        assert_eq!(p.pending_user, ["Message from the operator: stop listing"]);
+    }
+
+    #[test]
+    fn a_rescope_rewrites_the_system_prompt_and_usage_is_priced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        p.rescope("new goal");
+        let system = p.messages[0]["content"].as_str().unwrap();
+        assert!(system.contains("Goal: new goal") && !system.contains("old goal"));
+        assert!(p.pending_user[0].contains("Old goal: old goal"));
+        p.prompt_tokens = 1_000_000;
+        p.completion_tokens = 500_000;
+        let u = p.usage();
+        assert_eq!(u.tokens, 1_500_000);
+        assert!((u.cost_usd - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn two_answers_without_a_tool_call_fail_and_three_malformed_calls_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = planner(dir.path());
+        let talk = json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": "hm"}}]});
+        p.take_response(talk.clone()).unwrap();
+        assert_eq!(p.messages.last().unwrap()["content"], NUDGE);
+        assert!(p.take_response(talk).is_err());
+
+        let mut p = planner(dir.path());
+        p.take_response(response(&[("x", "shell", "{"), ("y", "nope", "{}")]))
+            .unwrap();
+        p.take_response(response(&[("z", "shell", r#"{"command":"ok"}"#)]))
+            .unwrap();
+        assert_eq!(p.malformed, 0, "a valid call resets the streak");
+        p.queue.clear();
+        p.take_response(response(&[("x", "shell", "{"), ("y", "nope", "{}")]))
+            .unwrap();
+        let e = p
+            .take_response(response(&[("w", "finish", "[]")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("3 malformed"), "{e}");
     }
 
     #[test]

@@ -916,9 +916,9 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
     let deadline = Duration::from_secs(a.deadline_secs);
     let (stop_tx, stop_rx) = watch::channel(false);
     let events = Arc::new(AtomicU64::new(0));
-    // (connections, seconds) at every tenth of n: shows how establishing scales.
+    // (connections, seconds) every tenth of n (every 250 at most): how establishing scales.
     let milestones = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let step = (n / 10).max(1);
+    let step = (n / 10).clamp(1, 250);
     let gw_pid = gw.pid;
     let cpu0 = (cpu_ms(gw_pid), cpu_ms(std::process::id()));
     let outcome = b.rt.block_on(async {

@@ -197,7 +197,7 @@ impl Tmux {
             DisplayMessage::new()
                 .print()
                 .target_pane(pane.id.clone())
-                .message("#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}"),
+                .message("#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}|#{pid}"),
         )?;
         let mut f = out.split('|');
         if f.next() != Some("1") {
@@ -208,6 +208,18 @@ impl Tmux {
         // tmux marks the pane dead when the pty closes, a moment before it reaps the
         // process: only then is the status known.
         if status.is_none() && signal.is_none() {
+            // A tmux built with libutempter can miss the SIGCHLD of a child that exits
+            // while utempter's own handler is installed (tmux/tmux#311), leaving the pane
+            // dead with no status for ever. Another SIGCHLD makes the server reap it; it
+            // is harmless when the server was about to anyway.
+            if let Some(server) = f.next().and_then(|s| s.trim().parse::<i32>().ok())
+                && server > 0
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(server),
+                    nix::sys::signal::Signal::SIGCHLD,
+                );
+            }
             return Ok(None);
         }
         Ok(Some(PaneExit { status, signal }))
