@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::Value;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -242,9 +244,21 @@ impl Client {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
         tokio::spawn(async move {
-            while let Some(msg) = out_rx.recv().await {
-                let closing = matches!(msg, Message::Close(_));
-                if sink.send(msg).await.is_err() || closing {
+            // Feed everything queued, then flush once: pipelined requests share a write.
+            'outer: while let Some(first) = out_rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next {
+                    let closing = matches!(msg, Message::Close(_));
+                    if sink.feed(msg).await.is_err() {
+                        break 'outer;
+                    }
+                    if closing {
+                        let _ = sink.flush().await;
+                        break 'outer;
+                    }
+                    next = out_rx.try_recv().ok();
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -273,7 +287,11 @@ impl Client {
                     }
                     Some(Ok(Message::Text(t))) => match serde_json::from_str::<Frame>(t.as_str()) {
                         Ok(Frame::Res(res)) => {
-                            if let Some(tx) = reader_pending.lock().await.remove(&res.id) {
+                            if let Some(tx) = reader_pending
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&res.id)
+                            {
                                 let _ = tx.send(res);
                             }
                         }
@@ -288,7 +306,10 @@ impl Client {
                 }
             };
             // Fail whoever still waits for an answer, then tell the event reader.
-            reader_pending.lock().await.clear();
+            reader_pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             let _ = in_tx.send(closed);
         });
         Ok(Client {
@@ -305,7 +326,10 @@ impl Client {
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed).to_string();
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().await.insert(id.clone(), tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), tx);
         let frame = Frame::Req(Request {
             id,
             method: method.into(),

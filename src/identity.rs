@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use ssh_key::rand_core::{OsRng, RngCore};
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
@@ -152,7 +152,8 @@ pub fn verify(raw: &[u8; 32], msg: &[u8], sig_b64: &str) -> Result<(), String> {
         .map_err(|_| "signature is not base64url")?;
     let sig = ed25519_dalek::Signature::from_slice(&bytes)
         .map_err(|_| "signature has the wrong length")?;
-    key.verify(msg, &sig)
+    // Strict: also refuses small-order keys and non-canonical signatures.
+    key.verify_strict(msg, &sig)
         .map_err(|_| "signature does not match".to_string())
 }
 

@@ -166,6 +166,19 @@ struct GatewayOut {
     home: String,
     started_at: String,
     uptime_ms: u64,
+    signing: SigningOut,
+}
+
+/// The key that signs run reports, and the allowed_signers line that names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct SigningOut {
+    principal: String,
+    fingerprint: String,
+    public_key: String,
+    allowed_signers: String,
+    namespace: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +220,21 @@ fn status_json_describes_gateway_device_and_health() {
     assert_eq!(s.gateway.url, gw.url);
     assert_eq!(s.gateway.pid, gw.pid);
     assert_eq!(s.gateway.protocol, 1);
+    let signing = &s.gateway.signing;
+    assert_eq!(signing.namespace, "viber-report");
+    assert!(signing.fingerprint.starts_with("SHA256:"));
+    assert_eq!(
+        signing.allowed_signers,
+        format!(
+            "{} namespaces=\"viber-report\" {}",
+            signing.principal,
+            signing
+                .public_key
+                .rsplit_once(' ')
+                .map(|(k, _)| k)
+                .unwrap_or("")
+        )
+    );
     assert!(s.health.ok);
     assert!(s.device.local);
     assert_eq!(s.device.role, "operator");
@@ -386,8 +414,14 @@ fn watch_sees_presence_of_other_clients() {
     let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let third: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(second["event"], "presence");
-    assert_eq!(second["payload"]["presence"].as_array().unwrap().len(), 2);
-    assert_eq!(third["payload"]["presence"].as_array().unwrap().len(), 1);
+    assert_eq!(second["payload"]["change"], "connected");
+    assert_eq!(second["payload"]["count"], 2);
+    assert_eq!(third["payload"]["change"], "disconnected");
+    assert_eq!(third["payload"]["count"], 1);
+    assert_eq!(
+        second["payload"]["entry"]["connId"],
+        third["payload"]["entry"]["connId"]
+    );
     let status = wait_for("watch to exit", Duration::from_secs(20), || {
         watch.try_wait().unwrap()
     });

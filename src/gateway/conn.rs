@@ -227,7 +227,7 @@ pub async fn handle(
             events: events::ALL.iter().map(|e| e.to_string()).collect(),
         },
         snapshot: Snapshot {
-            presence: gw.presence(),
+            presence: gw.presence_snapshot(),
             health: gw.health(),
             state_version: gw.state_version(),
             uptime_ms: gw.uptime_ms(),
@@ -315,21 +315,33 @@ pub async fn handle(
 }
 
 async fn handle_text(gw: &Arc<Gateway>, conn: &Arc<ConnHandle>, text: &str) -> Response {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return Response::err("", ErrorShape::invalid(format!("malformed JSON: {e}"))),
-    };
-    let id = value
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let frame: Frame = match serde_json::from_value(value) {
+    // One parse on the hot path; only a frame that does not parse is read a second time,
+    // to answer with its id if it has one.
+    let frame: Frame = match serde_json::from_str(text) {
         Ok(f) => f,
-        Err(e) => return Response::err(id, ErrorShape::invalid(format!("not a frame: {e}"))),
+        Err(e) => {
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
+            let what = if id.is_some() || e.is_data() {
+                "not a frame"
+            } else {
+                "malformed JSON"
+            };
+            return Response::err(
+                id.unwrap_or_default(),
+                ErrorShape::invalid(format!("{what}: {e}")),
+            );
+        }
     };
-    let Frame::Req(req) = frame else {
-        return Response::err(id, ErrorShape::invalid("clients send only req frames"));
+    let req = match frame {
+        Frame::Req(req) => req,
+        Frame::Res(Response { id, .. }) => {
+            return Response::err(id, ErrorShape::invalid("clients send only req frames"));
+        }
+        Frame::Event(_) => {
+            return Response::err("", ErrorShape::invalid("clients send only req frames"));
+        }
     };
     if req.method == "connect" {
         return Response::err(req.id, ErrorShape::invalid("already connected"));

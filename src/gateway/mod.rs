@@ -67,7 +67,12 @@ pub struct Gateway {
     state_version: AtomicU64,
     started: Instant,
     pub started_at: jiff::Timestamp,
+    /// Set once shutdown begins: closing connections announce nothing to each other.
+    shutting_down: AtomicBool,
 }
+
+/// How many presence entries `hello-ok` carries at most.
+pub const PRESENCE_SNAPSHOT_MAX: usize = 100;
 
 impl Gateway {
     /// Loads the gateway's files from `home`. A file that does not parse is an error that
@@ -104,6 +109,7 @@ impl Gateway {
             state_version: AtomicU64::new(1),
             started: Instant::now(),
             started_at: jiff::Timestamp::now(),
+            shutting_down: AtomicBool::new(false),
             home,
             config,
         })
@@ -159,30 +165,45 @@ impl Gateway {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The first entries of presence, for `hello-ok`: a snapshot that grew with every
+    /// connection would make each handshake cost O(connections). `system.presence`
+    /// lists them all; `health.connections` counts them.
+    pub fn presence_snapshot(&self) -> Vec<PresenceEntry> {
+        let mut list = self.presence();
+        list.truncate(PRESENCE_SNAPSHOT_MAX);
+        list
+    }
+
     pub fn register(&self, conn: Arc<ConnHandle>) {
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn.id, conn);
-        self.presence_changed();
+        let entry = conn.presence.clone();
+        let count = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            conns.insert(conn.id, conn);
+            conns.len()
+        };
+        self.presence_changed("connected", &entry, count);
     }
 
     pub fn unregister(&self, id: u64) {
-        let removed = self
-            .conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if removed.is_some() {
-            self.presence_changed();
+        let (removed, count) = {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let removed = conns.remove(&id);
+            (removed, conns.len())
+        };
+        if let Some(conn) = removed
+            && !self.shutting_down.load(Ordering::Relaxed)
+        {
+            self.presence_changed("disconnected", &conn.presence, count);
         }
     }
 
-    fn presence_changed(&self) {
+    /// Presence events carry the change, not the whole list: a full list on every connect
+    /// and close costs O(connections) per event and O(connections²) overall.
+    fn presence_changed(&self, change: &str, entry: &PresenceEntry, count: usize) {
         let v = self.state_version.fetch_add(1, Ordering::Relaxed) + 1;
         self.broadcast(
             events::PRESENCE,
-            &json!({"presence": self.presence(), "stateVersion": v}),
+            &json!({"change": change, "entry": entry, "count": count, "stateVersion": v}),
         );
     }
 
@@ -299,6 +320,7 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: closing {} connection(s)", tasks.len());
+    gateway.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     gateway.close_all(close::GOING_AWAY, "gateway shutting down");
     let drained = tokio::time::timeout(Duration::from_secs(3), async {
