@@ -816,6 +816,32 @@ fn a_token_budget_ends_the_run_budget_exhausted() {
     assert_eq!(server.requests().len(), 1);
 }
 
+#[test]
+fn a_cost_budget_ends_the_run_budget_exhausted_with_the_figures() {
+    // 400 tokens in at $1/Mtok + 200 out at $2/Mtok = $0.0008 per answer.
+    let server = MockLlm::scripted(vec![
+        call("c1", "shell", json!({"command": "echo one"}), 400, 200),
+        call("c2", "shell", json!({"command": "echo two"}), 400, 200),
+        finish("c3"),
+    ]);
+    let home = TestHome::new();
+    home.write_config(&llm_config(
+        &server,
+        "budget_policies:\n  default:\n    max_cost_usd: 0.001\n",
+    ));
+    let key = secret("cost");
+    let _gw = gateway_with_key(&home, &key);
+    let dir = workdir(&home);
+    let out = run_goal(&home, &dir, "spend money");
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = last(&out);
+    assert_eq!(run["status"], "budget_exhausted", "{run}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("max_cost_usd") && reason.contains("$0.0016"), "{run}");
+    assert_eq!(run["steps"].as_array().unwrap().len(), 1, "the first answer was affordable");
+    assert_eq!(run["budget"]["max_cost_usd"], 0.001);
+}
+
 /// Starts a run whose first model response is held; while it is, runs `viber chat RUN
 /// ARGS`, then releases it. The model keeps the run busy with harmless steps until a
 /// request carries `needle`, then finishes. Returns the requests and the run's result.

@@ -113,6 +113,17 @@ fn the_hello_example_runs_offline_with_autostart_and_is_proven() {
 }
 
 #[test]
+fn no_autostart_without_a_gateway_exits_7() {
+    let home = TestHome::new();
+    home.write_config("gateway:\n  bind: 127.0.0.1:9\n");
+    let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
+    let out = home.viber().arg("run").arg(&t).args(["--no-autostart", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(stdout_json(&out)["code"], "UNREACHABLE");
+    assert!(home.gateway_json().is_none(), "nothing was started");
+}
+
+#[test]
 fn a_failing_step_and_a_missing_command_end_failed() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
