@@ -995,3 +995,40 @@ fn a_real_model_end_to_end_when_configured() {
     assert!(hello.contains("hello from viber"), "{hello}");
     assert!(run["usage"]["tokens"].as_u64().unwrap() > 0, "{run}");
 }
+
+#[test]
+fn a_cancel_does_not_wait_for_the_models_answer() {
+    let gate = Gate::default();
+    let held_gate = gate.clone();
+    let server = MockLlm::start(Box::new(move |_, _| {
+        call("h1", "shell", json!({"command": "echo never"}), 10, 5).held(&held_gate)
+    }));
+    let home = TestHome::new();
+    home.write_config(&llm_config(&server, ""));
+    let key = secret("cancel");
+    let _gw = gateway_with_key(&home, &key);
+    let dir = workdir(&home);
+    let run = home
+        .std_viber()
+        .current_dir(&dir)
+        .args(["run", "--goal", "think forever", "--json", "--no-autostart"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the model request", Duration::from_secs(30), || {
+        (!server.requests().is_empty()).then_some(())
+    });
+    let run_id = wait_for("the run to be listed", Duration::from_secs(30), || {
+        let v = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
+        v["runs"][0]["runId"].as_str().map(str::to_string)
+    });
+    home.viber().args(["chat", &run_id, "--cancel"]).assert().success();
+    // The reply is still held: the run must end without it.
+    let out = run.wait_with_output().unwrap();
+    gate.open();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = last(&out);
+    assert_eq!(run["status"], "cancelled");
+    assert!(run["steps"].as_array().unwrap().is_empty());
+}

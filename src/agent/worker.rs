@@ -364,7 +364,20 @@ impl Worker {
             if let Some(end) = self.check_budget().await? {
                 return Ok(Some(end));
             }
-            let action = match self.planner.next().await {
+            // A model may think for a while: a cancel must not wait for its answer.
+            let link = self.link.clone();
+            let cancelled = async move {
+                while !link.cancel.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let next = tokio::select! {
+                n = self.planner.next() => n,
+                _ = cancelled => {
+                    return Ok(Some((RunStatus::Cancelled, "cancelled by an operator".into())));
+                }
+            };
+            let action = match next {
                 Ok(Some(a)) => a,
                 Ok(None) if self.usage.steps == 0 && !self.planner.adapts() => {
                     return Ok(Some((
