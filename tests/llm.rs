@@ -833,12 +833,24 @@ fn a_cost_budget_ends_the_run_budget_exhausted_with_the_figures() {
     let _gw = gateway_with_key(&home, &key);
     let dir = workdir(&home);
     let out = run_goal(&home, &dir, "spend money");
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = last(&out);
     assert_eq!(run["status"], "budget_exhausted", "{run}");
     let reason = run["reason"].as_str().unwrap();
-    assert!(reason.contains("max_cost_usd") && reason.contains("$0.0016"), "{run}");
-    assert_eq!(run["steps"].as_array().unwrap().len(), 1, "the first answer was affordable");
+    assert!(
+        reason.contains("max_cost_usd") && reason.contains("$0.0016"),
+        "{run}"
+    );
+    assert_eq!(
+        run["steps"].as_array().unwrap().len(),
+        1,
+        "the first answer was affordable"
+    );
     assert_eq!(run["budget"]["max_cost_usd"], 0.001);
 }
 
@@ -1023,11 +1035,19 @@ fn a_cancel_does_not_wait_for_the_models_answer() {
         let v = stdout_json(&home.viber().args(["runs", "--json"]).output().unwrap());
         v["runs"][0]["runId"].as_str().map(str::to_string)
     });
-    home.viber().args(["chat", &run_id, "--cancel"]).assert().success();
+    home.viber()
+        .args(["chat", &run_id, "--cancel"])
+        .assert()
+        .success();
     // The reply is still held: the run must end without it.
     let out = run.wait_with_output().unwrap();
     gate.open();
-    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = last(&out);
     assert_eq!(run["status"], "cancelled");
     assert!(run["steps"].as_array().unwrap().is_empty());

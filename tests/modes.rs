@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::{TestHome, stdout_json, wait_for};
 use serde_json::Value;
 
-fn task(home: &TestHome, name: &str, yaml: &str) -> std::path::PathBuf {
-    let dir = home.file("../tasks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
-
 fn spawn_run(home: &TestHome, task: &std::path::Path, extra: &[&str]) -> Child {
     home.std_viber()
         .arg("run")
@@ -61,8 +53,7 @@ fn run_id_of(home: &TestHome) -> String {
 fn always_ask_waits_for_an_operator_and_deny_blocks() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "ask.yaml",
         "goal: ask\nsteps:\n  - run: echo one\n  - run: touch should-not-exist\n",
     );
@@ -129,7 +120,7 @@ fn always_ask_waits_for_an_operator_and_deny_blocks() {
 fn an_unanswered_approval_ends_the_run_blocked_never_hangs() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(&home, "t.yaml", "goal: wait\nsteps:\n  - run: echo never\n");
+    let t = home.task("t.yaml", "goal: wait\nsteps:\n  - run: echo never\n");
     let run = spawn_run(
         &home,
         &t,
@@ -150,8 +141,7 @@ fn deny_wins_in_every_mode() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
     for mode in ["always-ask", "agent-decides", "always-execute"] {
-        let t = task(
-            &home,
+        let t = home.task(
             &format!("{mode}.yaml"),
             "goal: d\npolicy:\n  allow: [\"rm\"]\n  deny: [\"rm -rf\"]\nsteps:\n  - run: rm -rf keep-me\n",
         );
@@ -170,8 +160,7 @@ fn deny_wins_in_every_mode() {
 fn agent_decides_asks_only_for_risky_or_ask_rules_and_remember_sticks() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "ad.yaml",
         "goal: ad\nsteps:\n  - run: echo safe\n  - run: rm -f scratch-1\n  - run: rm -f scratch-2\n",
     );
@@ -196,8 +185,7 @@ fn agent_decides_asks_only_for_risky_or_ask_rules_and_remember_sticks() {
     );
 
     // always-execute asks only where a rule says ask.
-    let t = task(
-        &home,
+    let t = home.task(
         "ae.yaml",
         "goal: ae\npolicy:\n  ask: [\"echo ask-me\"]\nsteps:\n  - run: rm -f nothing\n  - run: echo ask-me\n",
     );
@@ -217,8 +205,7 @@ fn agent_decides_asks_only_for_risky_or_ask_rules_and_remember_sticks() {
 fn pause_resume_chat_and_rescope_a_live_run() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "p.yaml",
         "goal: original goal\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done\n  - run: echo second\n",
     );
@@ -282,8 +269,8 @@ fn chat_cancel_and_reprioritize() {
     let home = TestHome::new();
     home.write_config("runs:\n  concurrency: 1\n");
     let _gw = home.start_gateway();
-    let blocker = task(&home, "b.yaml", "goal: b\nsteps:\n  - run: sleep 543210\n");
-    let quick = task(&home, "q.yaml", "goal: q\nsteps:\n  - run: echo q\n");
+    let blocker = home.task("b.yaml", "goal: b\nsteps:\n  - run: sleep 543210\n");
+    let quick = home.task("q.yaml", "goal: q\nsteps:\n  - run: echo q\n");
     let run = spawn_run(&home, &blocker, &["--mode", "always-execute"]);
     let first = run_id_of(&home);
     let detach = |t: &std::path::Path| {
@@ -366,8 +353,7 @@ fn budgets_end_the_run_with_the_limit_and_figures() {
     // The config's default allows 2 steps; the task asks for 10 but may only tighten.
     home.write_config("budget_policies:\n  default: {max_steps: 2, max_wall_secs: 600}\n");
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "b.yaml",
         "goal: b\nbudget: {max_steps: 10}\nsteps:\n  - run: echo 1\n  - run: echo 2\n  - run: echo 3\n",
     );
@@ -385,8 +371,7 @@ fn budgets_end_the_run_with_the_limit_and_figures() {
     assert_eq!(last["budget"]["max_steps"], 2);
     assert_eq!(last["usage"]["steps"], 2);
 
-    let t = task(
-        &home,
+    let t = home.task(
         "w.yaml",
         "goal: w\nbudget: {max_wall_secs: 1}\nsteps:\n  - run: sleep 1.2\n  - run: echo late\n",
     );
@@ -456,11 +441,7 @@ fn policy_check_says_what_would_happen_and_why() {
 fn the_tty_prompt_answers_an_approval() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
-        "tty.yaml",
-        "goal: tty\nsteps:\n  - run: echo prompted-ok\n",
-    );
+    let t = home.task("tty.yaml", "goal: tty\nsteps:\n  - run: echo prompted-ok\n");
     let sock = home.file("../prompt-tmux.sock");
     let tmux = |args: &[&str]| {
         std::process::Command::new("tmux")

@@ -7,23 +7,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestHome, stdout_json, wait_for};
+use common::{TestHome, json_lines, stdout_json, wait_for};
 use serde_json::Value;
-
-fn task(home: &TestHome, name: &str, yaml: &str) -> std::path::PathBuf {
-    let dir = home.file("../tasks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, yaml).unwrap();
-    p
-}
-
-fn lines(out: &std::process::Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 fn pid_alive(pattern: &str) -> bool {
     StdCommand::new("pgrep")
@@ -55,7 +40,7 @@ fn the_hello_example_runs_offline_with_autostart_and_is_proven() {
         Some(0),
         "its accept check proved it: {err}"
     );
-    let lines = lines(&out);
+    let lines = json_lines(&out);
     let last = lines.last().unwrap();
     assert_eq!(last["schema"], "viber.run/v1");
     assert_eq!(last["status"], "succeeded");
@@ -116,8 +101,14 @@ fn the_hello_example_runs_offline_with_autostart_and_is_proven() {
 fn no_autostart_without_a_gateway_exits_7() {
     let home = TestHome::new();
     home.write_config("gateway:\n  bind: 127.0.0.1:9\n");
-    let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
-    let out = home.viber().arg("run").arg(&t).args(["--no-autostart", "--json"]).output().unwrap();
+    let t = home.task("t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .args(["--no-autostart", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(stdout_json(&out)["code"], "UNREACHABLE");
     assert!(home.gateway_json().is_none(), "nothing was started");
@@ -127,8 +118,7 @@ fn no_autostart_without_a_gateway_exits_7() {
 fn a_failing_step_and_a_missing_command_end_failed() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "fail.yaml",
         "goal: fail\nsteps:\n  - run: echo before; exit 3\n  - run: echo never\n",
     );
@@ -140,7 +130,7 @@ fn a_failing_step_and_a_missing_command_end_failed() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let last = lines(&out).pop().unwrap();
+    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert_eq!(
         last["steps"].as_array().unwrap().len(),
@@ -150,8 +140,7 @@ fn a_failing_step_and_a_missing_command_end_failed() {
     assert_eq!(last["steps"][0]["exitStatus"], 3);
     assert!(last["reason"].as_str().unwrap().contains("status 3"));
 
-    let t = task(
-        &home,
+    let t = home.task(
         "nocmd.yaml",
         "goal: x\nsteps:\n  - run: no-such-command-viber-test\n",
     );
@@ -163,7 +152,7 @@ fn a_failing_step_and_a_missing_command_end_failed() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let last = lines(&out).pop().unwrap();
+    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert_eq!(last["steps"][0]["exitStatus"], 127, "the shell's status");
 }
@@ -219,7 +208,7 @@ fn bad_task_files_exit_2_and_start_nothing() {
 fn detach_status_runs_and_not_found() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(&home, "ok.yaml", "goal: quick\nsteps:\n  - run: echo hi\n");
+    let t = home.task("ok.yaml", "goal: quick\nsteps:\n  - run: echo hi\n");
     let out = home
         .viber()
         .arg("run")
@@ -278,8 +267,7 @@ fn watch_terminal_prints_exactly_the_pane_logs() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
     // A step that waits for the watcher, then prints a lot, fast, with non-UTF-8 bytes.
-    let t = task(
-        &home,
+    let t = home.task(
         "term.yaml",
         "goal: print\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done; seq 1 30000; printf '\\377\\001end\\n'\n  - run: echo second step\n",
     );
@@ -327,11 +315,7 @@ fn watch_terminal_prints_exactly_the_pane_logs() {
 fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
     let home = TestHome::new();
     let gw = home.start_gateway();
-    let t = task(
-        &home,
-        "idem.yaml",
-        "goal: once\nsteps:\n  - run: echo once\n",
-    );
+    let t = home.task("idem.yaml", "goal: once\nsteps:\n  - run: echo once\n");
     let start = |h: &TestHome| {
         let out = h
             .viber()
@@ -360,8 +344,7 @@ fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
         "one run, not three"
     );
 
-    let other = task(
-        &home,
+    let other = home.task(
         "other.yaml",
         "goal: different\nsteps:\n  - run: echo other\n",
     );
@@ -380,8 +363,7 @@ fn the_same_idempotency_key_starts_one_run_even_across_a_kill_9() {
 fn cancel_kills_the_pane_and_everything_it_started() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "long.yaml",
         "goal: long\nsteps:\n  - run: sleep 876543 & sleep 876542\n",
     );
@@ -416,7 +398,7 @@ fn cancel_kills_the_pane_and_everything_it_started() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(lines(&out).pop().unwrap()["status"], "cancelled");
+    assert_eq!(json_lines(&out).pop().unwrap()["status"], "cancelled");
     wait_for(
         "every process of the run to be gone",
         Duration::from_secs(10),
@@ -429,11 +411,7 @@ fn cancel_kills_the_pane_and_everything_it_started() {
 fn a_killed_worker_marks_the_run_interrupted() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
-        "w.yaml",
-        "goal: long\nsteps:\n  - run: sleep 765432\n",
-    );
+    let t = home.task("w.yaml", "goal: long\nsteps:\n  - run: sleep 765432\n");
     let out = home
         .viber()
         .arg("run")
@@ -470,8 +448,7 @@ fn a_run_survives_a_gateway_restart() {
     let home = TestHome::new();
     let mut gw = home.start_gateway();
     let dir = home.file("../tasks");
-    let t = task(
-        &home,
+    let t = home.task(
         "restart.yaml",
         "goal: survive\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done; echo after-restart\n  - run: echo two\n",
     );
@@ -506,7 +483,7 @@ fn a_run_survives_a_gateway_restart() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(lines(&out).pop().unwrap()["status"], "unverified");
+    assert_eq!(json_lines(&out).pop().unwrap()["status"], "unverified");
     // And a restart after the end shows the same history.
     drop(_gw);
     let _gw = home.start_gateway();
@@ -520,16 +497,11 @@ fn runs_queue_beyond_the_concurrency_limit() {
     home.write_config("runs:\n  concurrency: 1\n");
     let _gw = home.start_gateway();
     let dir = home.file("../tasks");
-    let t1 = task(
-        &home,
+    let t1 = home.task(
         "q1.yaml",
         "goal: first\nsteps:\n  - run: while [ ! -f go ]; do sleep 0.01; done\n",
     );
-    let t2 = task(
-        &home,
-        "q2.yaml",
-        "goal: second\nsteps:\n  - run: echo second\n",
-    );
+    let t2 = home.task("q2.yaml", "goal: second\nsteps:\n  - run: echo second\n");
     let id1 = String::from_utf8(
         home.viber()
             .arg("run")
@@ -572,8 +544,7 @@ fn runs_queue_beyond_the_concurrency_limit() {
 fn background_steps_live_until_the_run_ends_then_are_cleaned_up() {
     let home = TestHome::new();
     let _gw = home.start_gateway();
-    let t = task(
-        &home,
+    let t = home.task(
         "bg.yaml",
         "goal: bg\nsteps:\n  - run: sleep 654321\n    background: true\n  - run: pgrep -f 'sleep 654321'\n",
     );
@@ -584,7 +555,7 @@ fn background_steps_live_until_the_run_ends_then_are_cleaned_up() {
         .arg("--json")
         .output()
         .unwrap();
-    let last = lines(&out).pop().unwrap();
+    let last = json_lines(&out).pop().unwrap();
     assert_eq!(
         last["steps"][1]["exitStatus"], 0,
         "the background step was alive during step 2"
@@ -655,7 +626,7 @@ fn without_tmux_the_run_fails_saying_how_to_install_it() {
     wait_for("gateway.json", Duration::from_secs(20), || {
         home.gateway_json().filter(|g| g.pid == gw.pid)
     });
-    let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
+    let t = home.task("t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
     let out = home
         .viber()
         .arg("run")
@@ -664,7 +635,7 @@ fn without_tmux_the_run_fails_saying_how_to_install_it() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let last = lines(&out).pop().unwrap();
+    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert!(
         last["reason"]
@@ -682,7 +653,7 @@ fn an_unwritable_workspace_fails_loudly_and_the_gateway_stays_up() {
     let _gw = home.start_gateway();
     // A file where the workspace directory should be: nothing can be created under it.
     std::fs::write(home.file("workspace"), "not a directory").unwrap();
-    let t = task(&home, "t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
+    let t = home.task("t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
     let out = home
         .viber()
         .arg("run")

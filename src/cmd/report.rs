@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
         (Some(f), false) => f,
         (None, false) => Format::Md,
     };
-    let path = resolve_report(ctx, given);
+    let path = resolve_report(ctx, given)?;
     let (allowed, source) = allowed_signers(ctx, None)?;
     let a = audit::audit(
         &path,

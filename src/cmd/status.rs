@@ -87,7 +87,15 @@ fn human(s: &Value) -> String {
             "NOT OK"
         },
         h["connections"],
-    )
+    ) + &signer(&g["signing"])
+}
+
+/// The report-signing key's allowed_signers line, when the gateway has one.
+fn signer(signing: &Value) -> String {
+    match signing["allowedSigners"].as_str() {
+        Some(line) => format!("\nsigner   {line}"),
+        None => String::new(),
+    }
 }
 
 fn duration(secs: u64) -> String {

@@ -29,15 +29,35 @@ pub struct Args {
 }
 
 /// A report path from what the user typed: a file, a workspace directory, or a run id.
-pub fn resolve_report(ctx: &Ctx, given: &std::path::Path) -> PathBuf {
+/// A run id this home never had is a typo (exit 2); one whose workspace was deleted is
+/// left for the audit to report as gone (exit 3).
+pub fn resolve_report(ctx: &Ctx, given: &std::path::Path) -> Result<PathBuf, Error> {
     if given.is_dir() {
-        return given.join(report::FILE);
+        return Ok(given.join(report::FILE));
     }
     let s = given.to_string_lossy();
     if !given.exists() && !s.contains('/') && !s.ends_with(".json") {
-        return ctx.home.workspace().join(&*s).join(report::FILE);
+        let workspace = ctx.home.workspace().join(&*s);
+        let known = workspace.exists()
+            || std::fs::read_dir(ctx.home.agents())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|a| {
+                    a.path()
+                        .join("sessions")
+                        .join(format!("{s}.jsonl"))
+                        .exists()
+                });
+        if !known {
+            return Err(Error::BadInput(format!(
+                "{s:?} is neither a report file nor a run of {}",
+                ctx.home.root().display()
+            )));
+        }
+        return Ok(workspace.join(report::FILE));
     }
-    given.to_path_buf()
+    Ok(given.to_path_buf())
 }
 
 /// The allowed signers: the file given, else this home's gateway key.
@@ -80,7 +100,7 @@ pub fn allowed_signers(
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<(), Error> {
-    let path = resolve_report(ctx, &args.report);
+    let path = resolve_report(ctx, &args.report)?;
     let (allowed, source) = allowed_signers(ctx, args.allowed_signers.as_deref())?;
     let opts = audit::Options {
         allowed,

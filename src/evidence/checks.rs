@@ -340,11 +340,14 @@ fn write_evidence(
     Ok(refs)
 }
 
+/// What has been read from a stream so far: the kept bytes and the total count.
+type Captured = Arc<Mutex<(Vec<u8>, u64)>>;
+
 /// Reads a child's stream into a shared buffer, keeping at most [`CAP`] bytes and counting
 /// the rest, so a chatty command cannot exhaust memory and a stuck one can be abandoned.
 fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut r: R,
-) -> (Arc<Mutex<(Vec<u8>, u64)>>, tokio::task::JoinHandle<()>) {
+) -> (Captured, tokio::task::JoinHandle<()>) {
     let buf = Arc::new(Mutex::new((Vec::new(), 0u64)));
     let b = buf.clone();
     let task = tokio::spawn(async move {
@@ -364,7 +367,7 @@ fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     (buf, task)
 }
 
-fn take(buf: &Arc<Mutex<(Vec<u8>, u64)>>) -> (Vec<u8>, u64) {
+fn take(buf: &Captured) -> (Vec<u8>, u64) {
     std::mem::take(&mut *buf.lock().unwrap_or_else(|e| e.into_inner()))
 }
 

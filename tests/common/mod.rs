@@ -98,6 +98,15 @@ impl TestHome {
         std::fs::write(self.file("config.yaml"), yaml).unwrap();
     }
 
+    /// Writes a task file next to the home (in `../tasks`, which is also its workdir).
+    pub fn task(&self, name: &str, yaml: &str) -> PathBuf {
+        let dir = self.file("../tasks");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
     /// Polls `viber status RUN --json` until `pred` holds; returns that status.
     pub fn wait_run(
         &self,
@@ -245,6 +254,14 @@ pub fn stdout_json(out: &std::process::Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Parses stdout as NDJSON, one value per line.
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 pub fn mode_of(p: &Path) -> u32 {
