@@ -664,10 +664,7 @@ impl Worker {
 
     /// Checks every limit before a step; `Some` when one is used up.
     async fn check_budget(&mut self) -> Result<Option<(RunStatus, String)>, Error> {
-        let u = self.planner.usage();
-        self.usage.tokens = u.tokens;
-        self.usage.cost_usd = u.cost_usd;
-        self.usage.wall_secs = self.started.elapsed().as_secs();
+        self.refresh_usage();
         let b = &self.budget;
         let hit = if b.max_steps.is_some_and(|m| self.usage.steps >= m) {
             Some((
@@ -724,11 +721,16 @@ impl Worker {
         )))
     }
 
-    async fn emit_usage(&mut self) -> Result<(), Error> {
+    /// Token and cost figures come from the planner, wall time from the clock.
+    fn refresh_usage(&mut self) {
         let u = self.planner.usage();
         self.usage.tokens = u.tokens;
         self.usage.cost_usd = u.cost_usd;
         self.usage.wall_secs = self.started.elapsed().as_secs();
+    }
+
+    async fn emit_usage(&mut self) -> Result<(), Error> {
+        self.refresh_usage();
         let usage = serde_json::to_value(&self.usage).expect("serializes");
         self.emit(kind::USAGE, usage, false).await
     }

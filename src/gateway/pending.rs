@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Role, Scope};
-use crate::store::{StoreError, fsutil, read_yaml};
+use crate::store::{StoreError, read_yaml, write_yaml};
 
 pub const TTL_SECS: i64 = 300;
 pub const MAX_PENDING: usize = 64;
@@ -168,14 +168,12 @@ impl PendingStore {
     }
 
     fn save(&self) -> Result<(), StoreError> {
-        let text = serde_norway::to_string(&PendingFile {
-            requests: self.requests.clone(),
-        })
-        .map_err(|e| StoreError::Invalid {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+        write_yaml(
+            &self.path,
+            &PendingFile {
+                requests: self.requests.clone(),
+            },
+        )
     }
 }
 

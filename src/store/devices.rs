@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, fsutil, read_yaml};
+use super::{StoreError, read_yaml, write_yaml};
 use crate::protocol::{Role, Scope};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,13 +87,11 @@ impl DeviceStore {
     }
 
     pub fn save(&self) -> Result<(), StoreError> {
-        let file = DevicesFile {
-            devices: self.devices.clone(),
-        };
-        let text = serde_norway::to_string(&file).map_err(|e| StoreError::Invalid {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+        write_yaml(
+            &self.path,
+            &DevicesFile {
+                devices: self.devices.clone(),
+            },
+        )
     }
 }

@@ -62,6 +62,18 @@ impl StoreError {
     }
 }
 
+/// Writes `value` as YAML, atomically and 0600 (these files hold keys and token hashes).
+pub fn write_yaml<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), StoreError> {
+    let text = serde_norway::to_string(value).map_err(|e| StoreError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    fsutil::write_atomic(path, text.as_bytes(), 0o600)
+}
+
 /// Reads a YAML file into `T`; `Ok(None)` when it does not exist.
 pub fn read_yaml<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,

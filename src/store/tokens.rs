@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, fsutil, read_yaml};
+use super::{StoreError, read_yaml, write_yaml};
 use crate::protocol::{Role, Scope};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,14 +86,12 @@ impl TokenStore {
     }
 
     fn save(&self) -> Result<(), StoreError> {
-        let text = serde_norway::to_string(&TokensFile {
-            tokens: self.entries.clone(),
-        })
-        .map_err(|e| StoreError::Invalid {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        fsutil::write_atomic(&self.path, text.as_bytes(), 0o600)
+        write_yaml(
+            &self.path,
+            &TokensFile {
+                tokens: self.entries.clone(),
+            },
+        )
     }
 }
 
