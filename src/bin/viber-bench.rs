@@ -12,6 +12,11 @@
 //! round trip next to the bare cost of spawning the `viber` binary. A ratio taken this way
 //! is stable where an absolute number is not, and it is what the targets are about.
 //!
+//! Two targets are absolute: terminal latency (`terminal`) and fan-out deliveries per second
+//! (`fanout`). For those, each scenario also reports the CPU that the gateway and the load
+//! generator used, which tells a figure bound by the gateway from one bound by the load
+//! generator or by the run producing too few events.
+//!
 //! Every scenario that needs a gateway runs the real `viber` binary (the one next to this
 //! executable unless `--viber` says otherwise) in a fresh temporary VIBER_HOME, listening
 //! on 127.0.0.1 port 0, and always stops it (SIGTERM, then SIGKILL after a deadline) and
@@ -20,8 +25,9 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +49,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use viber::client::{Client, ConnectOptions};
 use viber::gateway::instance::GatewayInfo;
 use viber::identity::DeviceKey;
+use viber::protocol::runs::RunStatus;
 use viber::protocol::{Frame, Scope};
 use viber::store::Home;
 
@@ -78,6 +85,10 @@ enum Scenario {
     Rpc(RpcArgs),
     /// Only the echo-server side of `rpc`
     EchoBaseline(RpcArgs),
+    /// A run's pane output to `viber watch RUN --terminal`: per-line latency, bytes lost
+    Terminal(TerminalArgs),
+    /// Events fanned out to N watcher connections: deliveries per second
+    Fanout(FanoutArgs),
     /// Every scenario with modest defaults, one JSON object per line
     All,
 }
@@ -153,6 +164,36 @@ struct RpcArgs {
     rounds: usize,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+struct TerminalArgs {
+    /// Bytes per second the step writes to its pane
+    #[arg(long, default_value_t = 1_000_000)]
+    rate: u64,
+    /// Seconds the step writes for
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Bytes per line; a line is `<CLOCK_MONOTONIC ns> <line number> <padding>`
+    #[arg(long, default_value_t = 100)]
+    line_bytes: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct FanoutArgs {
+    /// Watcher connections (operator.read, raw handshake, frames timed as they arrive)
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Steps (each `true`) of the run whose run.progress and run.status events are fanned out
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Connect-then-close cycles of extra operator.write connections, each making two
+    /// presence deltas (the direct fan-out measurement)
+    #[arg(long, default_value_t = 1000)]
+    connects: usize,
+    /// Extra connections in flight at once during the presence phase
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let bench = match Bench::new(cli.viber) {
@@ -218,6 +259,8 @@ impl Scenario {
             Scenario::Idle(_) => "idle",
             Scenario::Rpc(_) => "rpc",
             Scenario::EchoBaseline(_) => "echo-baseline",
+            Scenario::Terminal(_) => "terminal",
+            Scenario::Fanout(_) => "fanout",
             Scenario::All => "all",
         }
     }
@@ -230,6 +273,8 @@ impl Scenario {
             Scenario::Idle(a) => idle(b, a),
             Scenario::Rpc(a) => rpc(b, a, true),
             Scenario::EchoBaseline(a) => rpc(b, a, false),
+            Scenario::Terminal(a) => terminal(b, a),
+            Scenario::Fanout(a) => fanout(b, a),
             Scenario::All => bail!("`all` is a list of scenarios, not one"),
         }
     }
@@ -258,6 +303,17 @@ fn all_scenarios() -> Vec<Scenario> {
             connections: vec![1, 16],
             window: 64,
             rounds: 5,
+        }),
+        Scenario::Terminal(TerminalArgs {
+            rate: 1_000_000,
+            seconds: 3.0,
+            line_bytes: 100,
+        }),
+        Scenario::Fanout(FanoutArgs {
+            watchers: 1000,
+            steps: 50,
+            connects: 1000,
+            concurrency: 4,
         }),
     ]
 }
@@ -959,7 +1015,7 @@ fn idle(b: &Bench, a: &IdleArgs) -> Result<Value> {
                 {
                     match tokio::time::timeout(
                         Duration::from_secs(30),
-                        raw_connect(&opts.url, Some((&*key, &*opts))),
+                        raw_connect_listener(&opts.url, Some((&*key, &*opts))),
                     )
                     .await
                     {
@@ -1261,6 +1317,28 @@ fn req_text(i: usize) -> String {
 /// handshake when `auth` is given.
 async fn raw_connect(url: &str, auth: Option<(&DeviceKey, &ConnectOptions)>) -> Result<Ws> {
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    raw_connect_with(url, auth, config).await
+}
+
+/// [`raw_connect`] for connections that only listen (`idle`, `fanout`): an 8 KiB read
+/// buffer instead of tungstenite's default 128 KiB, which it zero-fills before every read
+/// (`resize` in `FrameCodec::read_in`). With the default, each received frame costs the
+/// load generator a 128 KiB memset, and each held connection 128 KiB of RSS.
+async fn raw_connect_listener(
+    url: &str,
+    auth: Option<(&DeviceKey, &ConnectOptions)>,
+) -> Result<Ws> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .read_buffer_size(8 << 10);
+    raw_connect_with(url, auth, config).await
+}
+
+async fn raw_connect_with(
+    url: &str,
+    auth: Option<(&DeviceKey, &ConnectOptions)>,
+    config: WebSocketConfig,
+) -> Result<Ws> {
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
@@ -1491,4 +1569,886 @@ impl Drop for EchoServer {
             let _ = t.join();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs: task files in the temporary home, started through the gateway.
+
+/// Writes `yaml` as `H/bench-task/task.yaml` (the task's workdir is that directory).
+fn write_task(home: &TempHome, yaml: &str) -> Result<PathBuf> {
+    let dir = home.root.join("bench-task");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("task.yaml");
+    std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// `run.start` with the task file, as `viber run TASK --detach` sends it; returns the run id.
+async fn start_run(client: &Client, task_path: &Path) -> Result<String> {
+    let task = viber::agent::task::load(task_path)
+        .with_context(|| format!("cannot load {}", task_path.display()))?;
+    let started = client
+        .request(
+            "run.start",
+            json!({"task": task, "taskFile": task_path, "idempotencyKey": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await?;
+    started["runId"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("run.start answered without a runId: {started}"))
+}
+
+/// Polls `run.get` until `done` holds for the summary; returns it.
+async fn wait_run(
+    client: &Client,
+    run_id: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = client.request("run.get", json!({"runId": run_id})).await?;
+        if done(&s) {
+            return Ok(s);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "run {run_id}: no {what} within {timeout:?} (status {}, reason {})",
+                s["status"],
+                s["reason"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn run_ended(s: &Value) -> bool {
+    serde_json::from_value::<RunStatus>(s["status"].clone()).is_ok_and(|st| st.is_terminal())
+}
+
+/// A child process of ours, killed on drop unless it already exited.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+// ---------------------------------------------------------------------------------------
+// terminal: a run's pane output, line by line, to `viber watch RUN --terminal`.
+
+/// The step's load: lines of `<time.monotonic_ns()> <line number> <padding>\n` at `rate`
+/// bytes/s for `secs` seconds, written in one batch per ~1 ms tick (each line stamped as it
+/// is built, just before the write), then `END <lines> <bytes>`.
+const GEN_PY: &str = r#"import os, sys, time
+rate, secs, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+def write(b):
+    m = memoryview(b)
+    while m:
+        m = m[os.write(1, m):]
+t0 = time.monotonic_ns()
+end = t0 + int(secs * 1e9)
+sent = lines = 0
+while True:
+    now = time.monotonic_ns()
+    if now >= end:
+        break
+    due = (now - t0) * rate // 1000000000
+    batch = []
+    while sent < due:
+        head = b"%d %d " % (time.monotonic_ns(), lines)
+        line = head + b"x" * max(0, size - len(head) - 1) + b"\n"
+        batch.append(line)
+        sent += len(line)
+        lines += 1
+    if batch:
+        write(b"".join(batch))
+    time.sleep(0.001)
+write(b"END %d %d\n" % (lines, sent))
+"#;
+
+/// Answers every line on stdin with `time.monotonic_ns()`; says which python it is first.
+const CLOCK_PY: &str = "import sys, time\nprint(sys.executable, flush=True)\nfor _ in sys.stdin:\n    print(time.monotonic_ns(), flush=True)\n";
+
+/// CLOCK_MONOTONIC, in ns, read through `std::time::Instant` (which is CLOCK_MONOTONIC on
+/// Linux, a clock shared by every process) and expressed on python's `time.monotonic_ns()`
+/// scale. `offset_ns` comes from ping-pongs with a python helper (see [`PyClock`]).
+#[derive(Debug, Clone, Copy)]
+struct MonoClock {
+    anchor: Instant,
+    offset_ns: i128,
+}
+
+impl MonoClock {
+    fn now_ns(&self) -> i128 {
+        self.offset_ns + self.anchor.elapsed().as_nanos() as i128
+    }
+}
+
+/// A `python3` helper that tells its `time.monotonic_ns()` on request.
+struct PyClock {
+    _child: ChildGuard,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    python: String,
+}
+
+impl PyClock {
+    fn start() -> Result<Self> {
+        let mut child = Command::new("python3")
+            .args(["-u", "-c", CLOCK_PY])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot run python3 (the terminal scenario's step and clock need it)")?;
+        let stdin = child.stdin.take().context("python3 has no stdin")?;
+        let stdout = child.stdout.take().context("python3 has no stdout")?;
+        let mut helper = PyClock {
+            _child: ChildGuard(child),
+            stdin,
+            stdout: BufReader::new(stdout),
+            python: String::new(),
+        };
+        helper.stdout.read_line(&mut helper.python)?;
+        helper.python = helper.python.trim().to_string();
+        if helper.python.is_empty() {
+            bail!("python3 did not say which executable it is");
+        }
+        Ok(helper)
+    }
+
+    /// `n` ping-pongs; the one with the shortest round trip gives the offset between
+    /// `anchor.elapsed()` and python's clock (midpoint rule, error at most half that trip).
+    /// Returns (offset ns, round trip ns).
+    fn calibrate(&mut self, anchor: Instant, n: usize) -> Result<(i128, u128)> {
+        let mut best: Option<(u128, i128)> = None;
+        let mut line = String::new();
+        for _ in 0..n.max(1) {
+            let t0 = anchor.elapsed().as_nanos();
+            self.stdin.write_all(b"\n")?;
+            self.stdin.flush()?;
+            line.clear();
+            self.stdout.read_line(&mut line)?;
+            let t1 = anchor.elapsed().as_nanos();
+            let mono: i128 = line
+                .trim()
+                .parse()
+                .with_context(|| format!("python3 clock said {line:?}"))?;
+            let rtt = t1 - t0;
+            let offset = mono - ((t0 + t1) / 2) as i128;
+            if best.is_none_or(|(r, _)| rtt < r) {
+                best = Some((rtt, offset));
+            }
+        }
+        let (rtt, offset) = best.expect("at least one sample");
+        Ok((offset, rtt))
+    }
+}
+
+/// Cuts a byte stream into the generator's lines and times each one on arrival.
+#[derive(Default)]
+struct LineTimer {
+    partial: Vec<u8>,
+    latencies_ms: Vec<f64>,
+    next_line: u64,
+    /// Line numbers skipped (lines never seen) and seen out of order or twice.
+    skipped: u64,
+    out_of_order: u64,
+    /// Lines that are not the generator's (should stay 0).
+    foreign: u64,
+    /// `END <lines> <bytes>` as the generator wrote it.
+    end: Option<(u64, u64)>,
+}
+
+impl LineTimer {
+    fn feed(&mut self, data: &[u8], now_ns: i128) {
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(i) = buf[start..].iter().position(|&c| c == b'\n') {
+            let line = &buf[start..start + i];
+            self.line(line.strip_suffix(b"\r").unwrap_or(line), now_ns);
+            start += i + 1;
+        }
+        buf.drain(..start);
+        self.partial = buf;
+    }
+
+    fn line(&mut self, line: &[u8], now_ns: i128) {
+        let text = String::from_utf8_lossy(line);
+        let mut parts = text.split(' ');
+        let (a, b) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if a == "END" {
+            let c = parts.next().and_then(|c| c.parse().ok());
+            self.end = b.parse().ok().zip(c);
+            return;
+        }
+        let (Ok(ns), Ok(n)) = (a.parse::<i128>(), b.parse::<u64>()) else {
+            self.foreign += 1;
+            return;
+        };
+        self.latencies_ms.push((now_ns - ns) as f64 / 1e6);
+        if n == self.next_line {
+            self.next_line += 1;
+        } else if n > self.next_line {
+            self.skipped += n - self.next_line;
+            self.next_line = n + 1;
+        } else {
+            self.out_of_order += 1;
+        }
+    }
+
+    fn report(&self) -> Value {
+        let mut s = self.latencies_ms.clone();
+        s.sort_by(f64::total_cmp);
+        json!({
+            "lines": s.len(),
+            "linesSkipped": self.skipped,
+            "linesOutOfOrder": self.out_of_order,
+            "foreignLines": self.foreign,
+            "endMarkerSeen": self.end.is_some(),
+            "latencyMs": latency_summary(&s),
+        })
+    }
+}
+
+/// p50 / p90 / p99 / max of sorted millisecond samples.
+fn latency_summary(sorted: &[f64]) -> Value {
+    json!({
+        "n": sorted.len(),
+        "min": round(sorted.first().copied().unwrap_or(f64::NAN), 2),
+        "p50": round(percentile(sorted, 50.0), 2),
+        "p90": round(percentile(sorted, 90.0), 2),
+        "p99": round(percentile(sorted, 99.0), 2),
+        "max": round(sorted.last().copied().unwrap_or(f64::NAN), 2),
+    })
+}
+
+/// What an in-process subscriber saw of the live `terminal.output` stream alone (no
+/// `run.terminal.read` catch-up), to tell gateway-side drops from what `viber watch` hides.
+#[derive(Default)]
+struct LiveStream {
+    events: u64,
+    bytes: u64,
+    /// Bytes skipped between consecutive chunks (dropped live events).
+    gap_bytes: u64,
+    dup_bytes: u64,
+    /// Missing `seq` numbers on the connection (any event dropped for it).
+    seq_gaps: u64,
+    ended: bool,
+    lines: LineTimer,
+}
+
+/// A raw connection that has done the handshake and `events.subscribe {terminal: true}`.
+/// Returns it with the last event `seq` seen while waiting for the answer.
+async fn subscribe_terminal(
+    key: &DeviceKey,
+    opts: &ConnectOptions,
+    run_id: &str,
+) -> Result<(Ws, u64)> {
+    let mut ws = raw_connect_listener(&opts.url, Some((key, opts))).await?;
+    let req = json!({"type": "req", "id": "sub", "method": "events.subscribe",
+                     "params": {"runId": run_id, "terminal": true}});
+    ws.send(Message::text(req.to_string())).await?;
+    let mut last_seq = 0;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| anyhow!("no answer to events.subscribe"))?
+            .ok_or_else(|| anyhow!("closed before answering events.subscribe"))??;
+        let Message::Text(t) = msg else { continue };
+        match serde_json::from_str::<Frame>(t.as_str())? {
+            Frame::Res(r) if r.id == "sub" => {
+                if !r.ok {
+                    bail!("events.subscribe failed: {:?}", r.error);
+                }
+                return Ok((ws, last_seq));
+            }
+            Frame::Event(ev) => last_seq = ev.seq.unwrap_or(last_seq),
+            _ => {}
+        }
+    }
+}
+
+/// Reads the live stream until the run's final `run.status` (plus a short grace period)
+/// or `timeout`.
+async fn read_live(
+    (mut ws, mut last_seq): (Ws, u64),
+    run_id: String,
+    clock: MonoClock,
+    timeout: Duration,
+) -> LiveStream {
+    let mut live = LiveStream::default();
+    let mut next_offset: std::collections::BTreeMap<u64, u64> = Default::default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut until = deadline;
+    loop {
+        let msg = match tokio::time::timeout_at(until, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            _ => break,
+        };
+        let Message::Text(text) = msg else { continue };
+        let now = clock.now_ns();
+        let Ok(Frame::Event(ev)) = serde_json::from_str::<Frame>(text.as_str()) else {
+            continue;
+        };
+        if let Some(seq) = ev.seq {
+            live.seq_gaps += seq.saturating_sub(last_seq + 1);
+            last_seq = seq;
+        }
+        if ev.payload["runId"] != run_id.as_str() {
+            continue;
+        }
+        if ev.event == viber::protocol::events::TERMINAL_OUTPUT {
+            let step = ev.payload["step"].as_u64().unwrap_or(0);
+            let offset = ev.payload["offset"].as_u64().unwrap_or(0);
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(ev.payload["data"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            live.events += 1;
+            live.bytes += data.len() as u64;
+            let next = next_offset.entry(step).or_insert(0);
+            let end = offset + data.len() as u64;
+            if offset > *next {
+                live.gap_bytes += offset - *next;
+            } else if offset < *next {
+                live.dup_bytes += (*next).min(end) - offset;
+            }
+            // Only step 1 carries the generator's lines; time them while contiguous.
+            if step == 1 && offset >= *next {
+                live.lines.feed(&data, now);
+            }
+            *next = (*next).max(end);
+        } else if ev.event == viber::protocol::events::RUN_STATUS && ev.payload["exitCode"].is_u64()
+        {
+            live.ended = true;
+            until = (tokio::time::Instant::now() + Duration::from_millis(300)).min(deadline);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    live
+}
+
+fn terminal(b: &Bench, a: &TerminalArgs) -> Result<Value> {
+    if a.rate == 0 || !(a.seconds > 0.0 && a.seconds <= 600.0) || a.line_bytes < 48 {
+        bail!("--rate must be positive, --seconds in (0, 600], --line-bytes at least 48");
+    }
+    let mut py = PyClock::start()?;
+    let anchor = Instant::now();
+    let (offset0, rtt0) = py.calibrate(anchor, 200)?;
+    let clock = MonoClock {
+        anchor,
+        offset_ns: offset0,
+    };
+    let home = TempHome::new(b, "terminal")?;
+    let mut gw = GatewayProc::start(b, &home)?;
+    let step_cmd = format!(
+        "while [ ! -f go ]; do sleep 0.01; done; exec {} gen.py {} {} {}",
+        shell_quote(&py.python),
+        a.rate,
+        a.seconds,
+        a.line_bytes
+    );
+    let yaml = format!(
+        "goal: terminal output benchmark\nmode: always-execute\nbudget: {{max_steps: 5, max_wall_secs: 900}}\nsteps:\n  - run: {}\n",
+        serde_json::to_string(&step_cmd)?
+    );
+    let task_path = write_task(&home, &yaml)?;
+    let dir = task_path.parent().context("task file has no directory")?;
+    std::fs::write(dir.join("gen.py"), GEN_PY)?;
+    let key = home.key()?;
+    let admin = home.options(&gw.url, vec![Scope::OperatorAdmin])?;
+    let timeout = Duration::from_secs_f64(a.seconds) + Duration::from_secs(60);
+
+    let (control, run_id) = b.rt.block_on(async {
+        let control = connect_retry(&key, &admin, Duration::from_secs(5)).await?;
+        let run_id = start_run(&control, &task_path).await?;
+        Ok::<_, anyhow::Error>((control, run_id))
+    })?;
+    eprintln!("viber-bench: terminal: run {run_id}");
+    // The watcher under test: the real `viber watch RUN --terminal`, its stdout timed here.
+    let watch_err = home.root.join("bench-watch.err");
+    let mut watch = ChildGuard(
+        b.viber()
+            .arg("--home")
+            .arg(&home.root)
+            .args(["watch", &run_id, "--terminal"])
+            .stdout(Stdio::piped())
+            .stderr(File::create(&watch_err)?)
+            .spawn()
+            .context("cannot spawn viber watch")?,
+    );
+    let mut stdout = watch.0.stdout.take().context("viber watch has no stdout")?;
+    let reader = std::thread::spawn(move || -> std::io::Result<(Vec<u8>, LineTimer)> {
+        let mut buf = vec![0u8; 1 << 18];
+        let mut all = Vec::new();
+        let mut lines = LineTimer::default();
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                return Ok((all, lines));
+            }
+            let now = clock.now_ns();
+            all.extend_from_slice(&buf[..n]);
+            lines.feed(&buf[..n], now);
+        }
+    });
+    let live = b.rt.block_on(async {
+        let sub = subscribe_terminal(&key, &admin, &run_id).await?;
+        let live = tokio::spawn(read_live(sub, run_id.clone(), clock, timeout));
+        wait_run(
+            &control,
+            &run_id,
+            "running step 1",
+            Duration::from_secs(30),
+            |s| s["steps"][0]["state"] == "running",
+        )
+        .await?;
+        Ok::<_, anyhow::Error>(live)
+    })?;
+    // `viber watch` subscribes within ~10 ms of starting; leave it ample time.
+    std::thread::sleep(Duration::from_millis(500));
+    let gw_cpu0 = cpu_ms(gw.pid);
+    let go_at = Instant::now();
+    File::create(dir.join("go"))?;
+    let watch_status = loop {
+        if let Some(st) = watch.0.try_wait()? {
+            break st;
+        }
+        if go_at.elapsed() > timeout {
+            bail!("viber watch did not end within {timeout:?} of the step starting");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let watch_secs = go_at.elapsed().as_secs_f64();
+    let (received, watched) = reader
+        .join()
+        .map_err(|_| anyhow!("the stdout reader panicked"))??;
+    let (live, summary) = b.rt.block_on(async {
+        let live = live.await?;
+        let s = wait_run(&control, &run_id, "end", Duration::from_secs(30), run_ended).await?;
+        control.close();
+        Ok::<_, anyhow::Error>((live, s))
+    })?;
+    let gw_cpu = gw_cpu0.zip(cpu_ms(gw.pid)).map(|(a, b)| b - a);
+    let (offset1, rtt1) = py.calibrate(anchor, 200)?;
+    let workspace = PathBuf::from(summary["workspace"].as_str().unwrap_or_default());
+    let log_path = workspace.join("evidence/terminal/1.log");
+    let log = std::fs::read(&log_path)
+        .with_context(|| format!("cannot read the pane log {}", log_path.display()))?;
+    gw.stop()?;
+    let identical = received == log;
+    let lost = log.len().saturating_sub(received.len());
+    let extra = received.len().saturating_sub(log.len());
+    let mismatch = if identical { 0 } else { lost.max(extra).max(1) };
+    let p50 = percentile(
+        &{
+            let mut s = watched.latencies_ms.clone();
+            s.sort_by(f64::total_cmp);
+            s
+        },
+        50.0,
+    );
+    let (lines_written, bytes_written) = watched.end.or(live.lines.end).unwrap_or((0, 0));
+    let watch_stderr = std::fs::read_to_string(&watch_err).unwrap_or_default();
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "terminal",
+        "params": {"rateBytesPerSec": a.rate, "seconds": a.seconds, "lineBytes": a.line_bytes,
+                   "step": step_cmd.replace(&py.python, "python3"),
+                   "what": "a python3 step in the run's tmux pane writes `<CLOCK_MONOTONIC ns> <n> <padding>` lines; `viber watch RUN --terminal`'s stdout is read and each line timed on arrival against the same clock"},
+        "run": {"status": summary["status"], "stepExit": summary["steps"][0]["exitStatus"]},
+        "generator": {"lines": lines_written, "bytes": bytes_written},
+        "paneLogBytes": log.len(),
+        "watch": {
+            "exitCode": watch_status.code(),
+            "bytesReceived": received.len(),
+            "bytesLost": lost,
+            "bytesExtra": extra,
+            "identicalToPaneLog": identical,
+            "secondsGoToExit": round(watch_secs, 3),
+            "stderrTail": watch_stderr.lines().last(),
+            "lines": watched.report(),
+        },
+        "liveStream": {
+            "what": "an in-process subscriber counting terminal.output events only, no run.terminal.read catch-up",
+            "events": live.events,
+            "bytes": live.bytes,
+            "gapBytes": live.gap_bytes,
+            "dupBytes": live.dup_bytes,
+            "seqGaps": live.seq_gaps,
+            "sawFinalStatus": live.ended,
+            "lines": live.lines.report(),
+        },
+        "gatewayCpuMs": gw_cpu,
+        "clock": {"calibrationRttUs": [round(rtt0 as f64 / 1e3, 1), round(rtt1 as f64 / 1e3, 1)],
+                  "offsetDriftUs": round((offset1 - offset0) as f64 / 1e3, 1)},
+        "targets": [
+            target("terminal line latency to viber watch, p50 ms", p50, "<", 50.0),
+            target("bytes lost or different (viber watch output vs pane log)", mismatch as f64, "<=", 0.0),
+        ],
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// fanout: events delivered to many watcher connections.
+
+/// Arrival times (ns since the scenario's anchor) of the events one watcher received.
+#[derive(Default)]
+struct Arrivals {
+    /// run.progress / run.status, keyed by the session `seq` in the payload.
+    run: Vec<(u64, u64)>,
+    /// presence deltas, keyed by `stateVersion`.
+    presence: Vec<(u64, u64)>,
+    seq_gaps: u64,
+    last_seq: u64,
+    closed_by_gateway: bool,
+}
+
+/// Just the fields that identify an event; everything else is skipped without allocating.
+#[derive(serde::Deserialize)]
+struct EventIds<'a> {
+    #[serde(default, borrow)]
+    event: Option<&'a str>,
+    #[serde(default)]
+    payload: Option<PayloadIds>,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct PayloadIds {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default, rename = "stateVersion")]
+    state_version: Option<u64>,
+}
+
+impl Arrivals {
+    fn note(&mut self, text: &str, at: u64) {
+        let Ok(ev) = serde_json::from_str::<EventIds>(text) else {
+            return;
+        };
+        if let Some(seq) = ev.seq {
+            self.seq_gaps += seq.saturating_sub(self.last_seq + 1);
+            self.last_seq = seq;
+        }
+        let p = ev.payload.as_ref();
+        match ev.event {
+            Some("run.progress" | "run.status") => {
+                if let Some(id) = p.and_then(|p| p.seq) {
+                    self.run.push((id, at));
+                }
+            }
+            Some("presence") => {
+                if let Some(id) = p.and_then(|p| p.state_version) {
+                    self.presence.push((id, at));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One watcher: times every frame as it arrives, until told to stop.
+async fn fan_watcher(
+    mut ws: Ws,
+    anchor: Instant,
+    mut stop: watch::Receiver<bool>,
+    frames: Arc<AtomicU64>,
+) -> Arrivals {
+    let mut a = Arrivals::default();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                return a;
+            }
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let at = anchor.elapsed().as_nanos() as u64;
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    a.note(t.as_str(), at);
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    a.closed_by_gateway = true;
+                    return a;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+/// Waits until `frames` has not moved for `quiet` (at most `max`).
+async fn settle(frames: &AtomicU64, quiet: Duration, max: Duration) {
+    let started = Instant::now();
+    let mut last = frames.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    while started.elapsed() < max {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = frames.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
+/// Deliveries of one kind of event inside [from, to) ns: totals, first-to-last rate, and
+/// each event's own spread (first to last of its deliveries).
+fn fan_stats<'a>(
+    lists: impl Iterator<Item = &'a [(u64, u64)]>,
+    from: u64,
+    to: u64,
+    watchers: usize,
+) -> (Value, f64) {
+    let mut per_event: std::collections::HashMap<u64, (u64, u64, u64)> = Default::default();
+    let mut deliveries = 0u64;
+    for list in lists {
+        for &(id, at) in list.iter().filter(|(_, at)| *at >= from && *at < to) {
+            deliveries += 1;
+            let e = per_event.entry(id).or_insert((0, u64::MAX, 0));
+            e.0 += 1;
+            e.1 = e.1.min(at);
+            e.2 = e.2.max(at);
+        }
+    }
+    let events = per_event.len() as u64;
+    let first = per_event.values().map(|e| e.1).min().unwrap_or(0);
+    let last = per_event.values().map(|e| e.2).max().unwrap_or(0);
+    let span = (last.saturating_sub(first)) as f64 / 1e9;
+    let rate = if span > 0.0 {
+        deliveries as f64 / span
+    } else {
+        f64::NAN
+    };
+    let mut spreads: Vec<f64> = per_event
+        .values()
+        .map(|e| (e.2 - e.1) as f64 / 1e6)
+        .collect();
+    spreads.sort_by(f64::total_cmp);
+    let mut per_event_rates: Vec<f64> = per_event
+        .values()
+        .filter(|e| e.2 > e.1)
+        .map(|e| e.0 as f64 / ((e.2 - e.1) as f64 / 1e9))
+        .collect();
+    per_event_rates.sort_by(f64::total_cmp);
+    let expected = events * watchers as u64;
+    let v = json!({
+        "events": events,
+        "deliveries": deliveries,
+        "expectedDeliveries": expected,
+        "missingDeliveries": expected.saturating_sub(deliveries),
+        "firstToLastDeliveryMs": round(span * 1e3, 1),
+        "deliveriesPerSec": round(rate, 0),
+        "eventsPerSec": round(if span > 0.0 { events as f64 / span } else { f64::NAN }, 1),
+        "perEventSpreadMs": latency_summary(&spreads),
+        "perEventDeliveriesPerSecMedian": round(percentile(&per_event_rates, 50.0), 0),
+    });
+    (v, rate)
+}
+
+fn fanout(b: &Bench, a: &FanoutArgs) -> Result<Value> {
+    let n = a.watchers.max(1);
+    let need = (n + a.concurrency + 256) as u64;
+    let limit = open_files_limit("self").unwrap_or(0);
+    if limit < need {
+        bail!("RLIMIT_NOFILE is {limit}, {need} needed: run `ulimit -n {need}` first");
+    }
+    let home = TempHome::new(b, "fanout")?;
+    let mut gw = GatewayProc::start(b, &home)?;
+    let key = Arc::new(home.key()?);
+    let admin = home.options(&gw.url, vec![Scope::OperatorAdmin])?;
+    let read = Arc::new(home.options(&gw.url, vec![Scope::OperatorRead])?);
+    let write = Arc::new(home.options(&gw.url, vec![Scope::OperatorWrite])?);
+    let mut yaml = String::from(
+        "goal: fan-out benchmark\nmode: always-execute\nbudget: {max_steps: 100000, max_wall_secs: 900}\nsteps:\n",
+    );
+    for _ in 0..a.steps.max(1) {
+        yaml.push_str("  - run: \"true\"\n");
+    }
+    let task_path = write_task(&home, &yaml)?;
+    let anchor = Instant::now();
+    let frames = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gw_pid = gw.pid;
+    let ns = || anchor.elapsed().as_nanos() as u64;
+    let cpu = || (cpu_ms(gw_pid), cpu_ms(std::process::id()));
+    let outcome = b.rt.block_on(async {
+        // Pairs the device with every operator scope; it stays open for run.start/run.get.
+        let control = connect_retry(&key, &admin, Duration::from_secs(5)).await?;
+        let t = Instant::now();
+        let mut watchers = Vec::with_capacity(n);
+        {
+            let mut connecting = futures_util::stream::iter(0..n)
+                .map(|_| {
+                    let (key, read) = (key.clone(), read.clone());
+                    async move { raw_connect_listener(&read.url, Some((&*key, &*read))).await }
+                })
+                .buffer_unordered(32);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while let Some(ws) = tokio::time::timeout_at(deadline, connecting.next())
+                .await
+                .map_err(|_| anyhow!("establishing {n} watchers took over 120 s"))?
+            {
+                watchers.push(tokio::spawn(fan_watcher(
+                    ws?,
+                    anchor,
+                    stop_rx.clone(),
+                    frames.clone(),
+                )));
+            }
+        }
+        let establish_secs = t.elapsed().as_secs_f64();
+        eprintln!("viber-bench: fanout: {n} watchers in {establish_secs:.1} s");
+        settle(&frames, Duration::from_millis(500), Duration::from_secs(30)).await;
+        let rss = proc_status_mb(gw_pid, "VmRSS").ok();
+
+        // Phase 1: a real run's events.
+        let (c0, p1_from) = (cpu(), ns());
+        let run_id = start_run(&control, &task_path).await?;
+        let summary = wait_run(
+            &control,
+            &run_id,
+            "end",
+            Duration::from_secs(300),
+            run_ended,
+        )
+        .await?;
+        settle(&frames, Duration::from_millis(500), Duration::from_secs(30)).await;
+        let (c1, p1_to) = (cpu(), ns());
+        eprintln!("viber-bench: fanout: run {run_id} {}", summary["status"]);
+
+        // Phase 2: presence deltas from extra connections that connect and close.
+        let p2_from = ns();
+        let mut errors = 0usize;
+        let mut first_error = None;
+        {
+            let mut cycles = futures_util::stream::iter(0..a.connects)
+                .map(|_| {
+                    let (key, write) = (key.clone(), write.clone());
+                    async move {
+                        let mut ws = raw_connect(&write.url, Some((&*key, &*write))).await?;
+                        let _ = ws.close(None).await;
+                        Ok::<_, anyhow::Error>(())
+                    }
+                })
+                .buffer_unordered(a.concurrency.max(1));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, cycles.next()).await {
+                if let Err(e) = r {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+        let connect_secs = (ns() - p2_from) as f64 / 1e9;
+        settle(&frames, Duration::from_millis(500), Duration::from_secs(30)).await;
+        let (c2, p2_to) = (cpu(), ns());
+        control.close();
+        let _ = stop_tx.send(true);
+        let mut arrivals = Vec::with_capacity(n);
+        for w in watchers {
+            arrivals.push(w.await?);
+        }
+        Ok::<_, anyhow::Error>(json!({
+            "establishSeconds": round(establish_secs, 2),
+            "gatewayRssMbWithWatchers": rss,
+            "runId": run_id,
+            "runStatus": summary["status"],
+            "arrivals": arrivals_to_stats(&arrivals, n, (p1_from, p1_to), (p2_from, p2_to)),
+            "cpu": [c0, c1, c2],
+            "connectSeconds": connect_secs,
+            "errors": errors,
+            "firstError": first_error,
+        }))
+    });
+    gw.stop()?;
+    let o = outcome?;
+    let arr = &o["arrivals"];
+    let (run_stats, run_rate) = (
+        arr["run"].clone(),
+        arr["runRate"].as_f64().unwrap_or(f64::NAN),
+    );
+    let (pres_stats, pres_rate) = (
+        arr["presence"].clone(),
+        arr["presenceRate"].as_f64().unwrap_or(f64::NAN),
+    );
+    let cpu_delta = |i: usize, j: usize, which: usize| -> Option<f64> {
+        Some(o["cpu"][j][which].as_f64()? - o["cpu"][i][which].as_f64()?)
+    };
+    let per_delivery = |c: Option<f64>, stats: &Value| -> Option<f64> {
+        let d = stats["deliveries"].as_f64().filter(|d| *d > 0.0)?;
+        Some(round(c? * 1000.0 / d, 2))
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let gw_bound = |us: Option<f64>| us.filter(|u| *u > 0.0).map(|u| round(cores * 1e6 / u, 0));
+    let run_one = run_stats["perEventDeliveriesPerSecMedian"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let run_gw_us = per_delivery(cpu_delta(0, 1, 0), &run_stats);
+    let pres_gw_us = per_delivery(cpu_delta(1, 2, 0), &pres_stats);
+    Ok(json!({
+        "schema": SCHEMA,
+        "scenario": "fanout",
+        "params": {"watchers": n, "watcherScope": "operator.read", "steps": a.steps.max(1),
+                   "connects": a.connects, "concurrency": a.concurrency.max(1),
+                   "what": "deliveries = frames received by all watchers; rate = deliveries / (first to last delivery) of that kind of event"},
+        "establishSeconds": o["establishSeconds"],
+        "gatewayRssMbWithWatchers": o["gatewayRssMbWithWatchers"],
+        "watchersClosedByGateway": arr["closedByGateway"],
+        "watcherSeqGaps": arr["seqGaps"],
+        "runPhase": {
+            "runStatus": o["runStatus"],
+            "events": "run.progress + run.status of a run of `true` steps",
+            "stats": run_stats,
+            "gatewayCpuUsPerDelivery": run_gw_us,
+            "benchCpuUsPerDelivery": per_delivery(cpu_delta(0, 1, 1), &run_stats),
+        },
+        "presencePhase": {
+            "events": "presence deltas from operator.write connections that connect and close",
+            "connectCycles": a.connects,
+            "connectSeconds": round(o["connectSeconds"].as_f64().unwrap_or(f64::NAN), 2),
+            "errors": o["errors"],
+            "firstError": o["firstError"],
+            "stats": pres_stats,
+            "gatewayCpuUsPerDeliveryInclHandshakes": pres_gw_us,
+            "gatewayCpuBoundDeliveriesPerSec": gw_bound(pres_gw_us),
+            "benchCpuUsPerDelivery": per_delivery(cpu_delta(1, 2, 1), &pres_stats),
+        },
+        "targets": [
+            target("one run event to the watchers: deliveries/s from its first to its last delivery (median over the run's events)", run_one, ">=", 500_000.0),
+            target("all run events: deliveries/s from first to last delivery (bounded by the run's event rate)", run_rate, ">=", 500_000.0),
+            target("presence deltas, sustained: deliveries/s from first to last delivery", pres_rate, ">=", 500_000.0),
+        ],
+    }))
+}
+
+fn arrivals_to_stats(arrivals: &[Arrivals], n: usize, p1: (u64, u64), p2: (u64, u64)) -> Value {
+    let (run, run_rate) = fan_stats(arrivals.iter().map(|a| &a.run[..]), p1.0, p1.1, n);
+    let (presence, presence_rate) =
+        fan_stats(arrivals.iter().map(|a| &a.presence[..]), p2.0, p2.1, n);
+    json!({
+        "run": run,
+        "runRate": run_rate,
+        "presence": presence,
+        "presenceRate": presence_rate,
+        "closedByGateway": arrivals.iter().filter(|a| a.closed_by_gateway).count(),
+        "seqGaps": arrivals.iter().map(|a| a.seq_gaps).sum::<u64>(),
+    })
 }
