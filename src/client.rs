@@ -222,7 +222,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(key: &DeviceKey, opts: &ConnectOptions) -> Result<Client, ClientError> {
-        let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .max_message_size(Some(64 << 20));
         let connecting =
             tokio_tungstenite::connect_async_with_config(&opts.url, Some(config), true);
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connecting)

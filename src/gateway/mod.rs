@@ -17,7 +17,7 @@ pub mod pending;
 pub mod ratelimit;
 pub mod runs;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -62,7 +62,8 @@ pub struct Gateway {
     pub idempotency: idempotency::IdempotencyStore,
     pub limiter: Mutex<RateLimiter>,
     pub runs: runs::Runs,
-    conns: RwLock<HashMap<u64, Arc<ConnHandle>>>,
+    /// By connection id, which rises with each connection: iteration is oldest first.
+    conns: RwLock<BTreeMap<u64, Arc<ConnHandle>>>,
     next_conn: AtomicU64,
     state_version: AtomicU64,
     started: Instant,
@@ -104,7 +105,7 @@ impl Gateway {
             idempotency,
             runs,
             limiter: Mutex::new(RateLimiter::default()),
-            conns: RwLock::new(HashMap::new()),
+            conns: RwLock::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
             state_version: AtomicU64::new(1),
             started: Instant::now(),
@@ -143,18 +144,16 @@ impl Gateway {
 
     pub(crate) fn read_conns(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<ConnHandle>>> {
         self.conns.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every connection, oldest first.
     pub fn presence(&self) -> Vec<PresenceEntry> {
-        let mut list: Vec<PresenceEntry> = self
-            .read_conns()
+        self.read_conns()
             .values()
             .map(|c| c.presence.clone())
-            .collect();
-        list.sort_by_key(|p| p.connected_at_ms);
-        list
+            .collect()
     }
 
     pub(crate) fn token_matches(&self, candidate: &str) -> bool {
@@ -169,9 +168,11 @@ impl Gateway {
     /// connection would make each handshake cost O(connections). `system.presence`
     /// lists them all; `health.connections` counts them.
     pub fn presence_snapshot(&self) -> Vec<PresenceEntry> {
-        let mut list = self.presence();
-        list.truncate(PRESENCE_SNAPSHOT_MAX);
-        list
+        self.read_conns()
+            .values()
+            .take(PRESENCE_SNAPSHOT_MAX)
+            .map(|c| c.presence.clone())
+            .collect()
     }
 
     pub fn register(&self, conn: Arc<ConnHandle>) {

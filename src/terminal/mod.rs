@@ -273,9 +273,7 @@ impl Tmux {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline
-            && pids.iter().any(|&p| killpg(Pid::from_raw(p), None).is_ok())
-        {
+        while Instant::now() < deadline && pids.iter().any(|&p| group_running(p)) {
             std::thread::sleep(Duration::from_millis(10));
         }
         for &pid in &pids {
@@ -288,6 +286,28 @@ impl Tmux {
     }
 }
 
+/// Whether any process of group `pgid` still runs. An exited process that tmux has not
+/// reaped yet (a zombie) does not count: waiting for it would only wait out the grace.
+fn group_running(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // No procfs (not Linux): the group exists, zombies included.
+        return nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok();
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
+}
+
 fn done_marker(log: &Path) -> PathBuf {
     let mut name = log.file_name().unwrap_or_default().to_os_string();
     name.push(".done");
@@ -297,6 +317,26 @@ fn done_marker(log: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_group_is_not_running() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        assert!(group_running(pgid));
+        child.kill().unwrap();
+        // Not reaped yet: a zombie until wait(), and already not running.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group_running(pgid) {
+            assert!(Instant::now() < deadline, "the killed group still runs");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+    }
 
     #[test]
     fn quoting_survives_single_quotes() {
