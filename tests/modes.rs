@@ -107,6 +107,23 @@ fn always_ask_waits_for_an_operator_and_deny_blocks() {
         "{reason}"
     );
     assert!(!t.parent().unwrap().join("should-not-exist").exists());
+    // The report names the action that was refused.
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(last["workspace"].as_str().unwrap()).join("report.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let outcome = &report["predicate"]["outcome"];
+    assert_eq!(outcome["status"], "blocked");
+    assert!(
+        outcome["reason"]
+            .as_str()
+            .unwrap()
+            .contains("touch should-not-exist"),
+        "{outcome}"
+    );
     // Answering a finished approval is a clear error.
     let out = home
         .viber()
@@ -255,6 +272,23 @@ fn pause_resume_chat_and_rescope_a_live_run() {
         "chat feedback is in the session log"
     );
     assert!(log.contains("\"run.rescoped\"") && log.contains("original goal"));
+    // Both goals and the steering are in the signed report too.
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(last["workspace"].as_str().unwrap()).join("report.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pred = &report["predicate"];
+    assert_eq!(pred["goal"], "the new goal");
+    assert_eq!(pred["goalHistory"][0], "original goal");
+    let timeline = pred["timeline"].to_string();
+    assert!(
+        timeline.contains("re-scoped by an operator to: the new goal"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("use port 9090 instead"), "{timeline}");
     // Steering a finished run is a clear error.
     let out = home
         .viber()

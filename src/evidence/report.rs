@@ -43,7 +43,10 @@ pub struct Subject {
 #[serde(rename_all = "camelCase")]
 pub struct Predicate {
     pub run_id: String,
+    /// The goal at the end; earlier ones (an operator re-scoped the run) in `goalHistory`.
     pub goal: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goal_history: Vec<String>,
     pub mode: Mode,
     pub agent: String,
     pub host: String,
@@ -311,7 +314,14 @@ pub fn build(input: Input<'_>) -> Report {
         predicate_type: PREDICATE_TYPE.into(),
         predicate: Predicate {
             run_id: input.run_id.to_string(),
-            goal: input.task.goal.clone(),
+            goal: summary
+                .as_ref()
+                .map(|s| s.goal.clone())
+                .unwrap_or_else(|| input.task.goal.clone()),
+            goal_history: summary
+                .as_ref()
+                .map(|s| s.goal_history.clone())
+                .unwrap_or_default(),
             mode: summary
                 .as_ref()
                 .map(|s| s.mode)
@@ -349,6 +359,28 @@ fn timeline(events: &[SessionEvent]) -> Vec<TimelineEntry> {
         let p = &e.payload;
         let text = match e.kind.as_str() {
             kind::CREATED => Some("run created".to_string()),
+            kind::RESCOPED => p["goal"]
+                .as_str()
+                .map(|g| format!("re-scoped by an operator to: {g}")),
+            kind::CHAT => p["text"]
+                .as_str()
+                .map(|t| format!("feedback from an operator: {t}")),
+            kind::APPROVAL_REQUESTED => p["command"].as_str().map(|c| {
+                format!(
+                    "approval requested for `{c}` ({})",
+                    p["reason"].as_str().unwrap_or("")
+                )
+            }),
+            kind::APPROVAL_RESOLVED => p["decision"].as_str().map(|d| {
+                let msg = p["message"].as_str().filter(|m| !m.is_empty());
+                format!(
+                    "approval {d}{}",
+                    msg.map(|m| format!(": {m}")).unwrap_or_default()
+                )
+            }),
+            kind::BUDGET => p["exhausted"]
+                .as_str()
+                .map(|l| format!("budget exhausted: {l} (usage {})", p["usage"])),
             kind::STATUS => match (p["status"].as_str(), p["phase"].as_str()) {
                 (Some(s), Some(ph)) => Some(format!("{s} ({ph})")),
                 (Some(s), None) => Some(s.to_string()),
