@@ -57,11 +57,11 @@ pub async fn handle(
         Ok(resp)
     };
     // tungstenite allocates a 128 KiB read buffer per connection up front; a gateway holds
-    // thousands of mostly idle connections with small frames, so 8 KiB (it still grows
-    // for a large frame) keeps 10,000 of them within a few hundred MB.
+    // thousands of mostly idle connections with small frames, so 4 KiB (it still grows
+    // for a large frame) keeps 10,000 of them within a few hundred MB (BENCHMARKS.md).
     let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_message_size(Some(gw.config.gateway.max_payload))
         .max_frame_size(Some(gw.config.gateway.max_payload));
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));

@@ -72,8 +72,9 @@ pub struct Gateway {
     shutting_down: AtomicBool,
 }
 
-/// How many presence entries `hello-ok` carries at most.
-pub const PRESENCE_SNAPSHOT_MAX: usize = 100;
+/// How many presence entries `hello-ok` carries at most: every byte of it is paid once
+/// per handshake, and `system.presence` has the whole list.
+pub const PRESENCE_SNAPSHOT_MAX: usize = 20;
 
 impl Gateway {
     /// Loads the gateway's files from `home`. A file that does not parse is an error that
