@@ -890,3 +890,33 @@ fn only_the_runs_own_worker_can_have_its_report_signed() {
     let e = sign(gw.url.clone(), token, run_id);
     assert!(e.contains("already ended"), "{e}");
 }
+
+#[test]
+fn rerun_never_runs_the_checks_of_an_untrusted_report() {
+    let home = TestHome::new();
+    let _gw = home.start_gateway();
+    let t = home.task(
+        "count.yaml",
+        "goal: count\nmode: always-execute\nsteps:\n  - run: echo hi\naccept:\n  - claim: counted\n    command: echo x >> counter\n",
+    );
+    let (out, last) = run(&home, &t);
+    assert_eq!(out.status.code(), Some(0), "{last}");
+    let counter = t.parent().unwrap().join("counter");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "x\n");
+    // Someone edits the report: its checks must not run on this machine.
+    let report = report_path(&last);
+    let text = std::fs::read_to_string(&report).unwrap();
+    std::fs::write(
+        &report,
+        text.replace("echo x >> counter", "echo y >> counter"),
+    )
+    .unwrap();
+    let (code, v) = verify_json(&home, &report, &["--rerun"]);
+    assert_eq!(code, Some(3), "{v}");
+    assert!(v.to_string().contains("--rerun skipped"), "{v}");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        "x\n",
+        "nothing ran again"
+    );
+}

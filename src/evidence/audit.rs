@@ -252,9 +252,17 @@ pub async fn audit(path: &Path, opts: &Options) -> Audit {
         ));
     }
 
-    // 6. Optionally, the checks again, here and now.
+    // 6. Optionally, the checks again, here and now. Only for a report that passed every
+    // check above: its commands run on this machine, and an unsigned or altered report
+    // must never get to run anything.
     if opts.rerun {
-        rerun(&r, &root, &mut a.claims).await;
+        if a.problems.is_empty() && a.claims.iter().all(|c| c.problems.is_empty()) {
+            rerun(&r, &root, &mut a.claims).await;
+        } else {
+            a.problems.push(
+                "--rerun skipped: the report is not trusted, so none of its checks were run".into(),
+            );
+        }
     }
     a.parsed = Some(r);
     finish(a)
