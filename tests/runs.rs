@@ -98,6 +98,39 @@ fn the_hello_example_runs_offline_with_autostart_and_is_proven() {
 }
 
 #[test]
+fn runs_work_when_local_devices_need_approval() {
+    let home = TestHome::new();
+    home.write_config("pairing:\n  auto_approve_local: false\n");
+    let _gw = home.start_gateway();
+    let t = home.task(
+        "strict.yaml",
+        "goal: strict\nsteps:\n  - run: echo strict-ok\n",
+    );
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let last = json_lines(&out).pop().unwrap();
+    assert_eq!(last["status"], "unverified", "{last}");
+    assert_eq!(last["steps"][0]["exitStatus"], 0);
+    let pending = stdout_json(
+        &home
+            .viber()
+            .args(["pair", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pending["schema"], "viber.pair-requests/v1");
+    assert!(
+        pending["requests"].as_array().unwrap().is_empty(),
+        "the worker filed no pairing request: {pending}"
+    );
+}
+
+#[test]
 fn no_autostart_without_a_gateway_exits_7() {
     let home = TestHome::new();
     home.write_config("gateway:\n  bind: 127.0.0.1:9\n");

@@ -1047,7 +1047,10 @@ pub fn effective_budget(default: Option<&Budget>, task: &Budget) -> Budget {
 /// Runs one run to its end. The process exits when this returns.
 pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result<(), Error> {
     let _lock = take_lock(&home, &run_id)?;
-    let (key, _) = DeviceKey::load_or_create(&home.identity_dir().join("node_ed25519"))?;
+    // The worker is the gateway owner's own process: it signs with the home's device key,
+    // which the gateway pre-trusts (with the gateway token) even when local devices need
+    // approval, so runs work on hosts with `auto_approve_local: false`.
+    let key = DeviceKey::load(&home.device_key())?;
     let link = Arc::new(Link {
         home: home.clone(),
         key,
