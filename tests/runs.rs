@@ -700,3 +700,64 @@ fn an_unwritable_workspace_fails_loudly_and_the_gateway_stays_up() {
     assert!(v["message"].as_str().unwrap().contains("workspace"), "{v}");
     home.viber().args(["status"]).assert().success();
 }
+
+#[test]
+fn only_the_runs_own_worker_can_report_for_it() {
+    let home = TestHome::new();
+    let gw = home.start_gateway();
+    let t = home.task("own.yaml", "goal: own\nsteps:\n  - run: sleep 432101\n");
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--detach")
+        .output()
+        .unwrap();
+    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    home.wait_run(&run_id, "the worker to run the step", |v| {
+        v["steps"][0]["state"] == "running"
+    });
+    let token = home.token();
+    common::raw::rt().block_on(async {
+        use serde_json::json;
+        use viber::client::{Client, ConnectOptions};
+        // Another node on this host, paired as a node.
+        let key = viber::identity::DeviceKey::generate("rogue");
+        let mut opts = ConnectOptions::operator(gw.url.clone());
+        opts.token = Some(token);
+        opts.role = viber::protocol::Role::Node;
+        opts.scopes = vec![viber::protocol::Scope::NodeExec];
+        opts.mode = viber::protocol::ClientMode::Node;
+        let rogue = Client::connect(&key, &opts).await.unwrap();
+        let forged = json!({"ts": "2026-01-01T00:00:00Z", "runId": run_id, "seq": 999,
+            "type": "run.status", "payload": {"status": "succeeded", "exitCode": 0}});
+        let e = rogue.request("node.run.event", forged).await.unwrap_err();
+        assert!(e.to_string().contains("FORBIDDEN"), "{e}");
+        let e = rogue
+            .request("node.run.claim", json!({"runId": run_id, "pid": 1}))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("CONFLICT"), "{e}");
+        let e = rogue
+            .request(
+                "node.terminal.output",
+                json!({"runId": run_id, "step": 1, "offset": 0, "data": ""}),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("FORBIDDEN"), "{e}");
+    });
+    let s = stdout_json(
+        &home
+            .viber()
+            .args(["status", &run_id, "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(s["status"], "running", "the forged status changed nothing");
+    home.viber()
+        .args(["chat", &run_id, "--cancel"])
+        .assert()
+        .success();
+    home.wait_run(&run_id, "the cancel", |v| v["status"] == "cancelled");
+}

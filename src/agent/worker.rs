@@ -103,10 +103,16 @@ impl Link {
 
     /// Connects and claims the run; returns the claim's payload.
     async fn connect(self: &Arc<Self>) -> Result<Value, Error> {
+        // Only this home's running gateway ever gets the gateway token: while it restarts
+        // there is nothing to connect to, and the reconnect loop waits for the new one.
         let url = instance::running(&self.home)
             .map(|i| i.url)
-            .or_else(|| self.url_hint.clone())
             .ok_or_else(|| Error::Failed("no gateway is running for this VIBER_HOME".into()))?;
+        if let Some(hint) = &self.url_hint
+            && *hint != url
+        {
+            tracing::info!("the gateway now listens on {url} (was {hint})");
+        }
         let mut client = Client::connect(&self.key, &self.options(url)).await?;
         let claim = client
             .request(
@@ -114,6 +120,10 @@ impl Link {
                 json!({"runId": self.run_id, "pid": std::process::id()}),
             )
             .await?;
+        if claim["cancelRequested"] == true {
+            // Cancelled while this worker was starting or reconnecting.
+            self.cancel.store(true, Ordering::SeqCst);
+        }
         let mut incoming = client.take_incoming();
         let pending = self
             .pending_approval

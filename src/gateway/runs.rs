@@ -654,11 +654,16 @@ pub fn chat(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
 }
 
 /// `node.approval.request`: a worker asks; every `operator.approvals` connection hears.
-pub fn approval_request(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
+pub fn approval_request(
+    gw: &Gateway,
+    conn: &ConnHandle,
+    params: Value,
+) -> Result<Value, ErrorShape> {
     let mut p = params;
     let id = p["approvalId"].as_str().unwrap_or("").to_string();
     let run_id = p["runId"].as_str().unwrap_or("").to_string();
-    if id.is_empty() || gw.runs.get(&run_id).is_none() {
+    require_owner(gw, conn, &run_id)?;
+    if id.is_empty() {
         return Err(ErrorShape::invalid(
             "approvalId and a known runId are required",
         ));
@@ -820,6 +825,20 @@ pub fn terminal_read(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
     )
 }
 
+/// Only the worker that claimed a run may speak for it: any other `node.exec` connection
+/// could otherwise report a run `succeeded` that no verifier proved.
+fn require_owner(gw: &Gateway, conn: &ConnHandle, run_id: &str) -> Result<(), ErrorShape> {
+    let inner = gw.runs.lock();
+    let e = inner.runs.get(run_id).ok_or_else(|| not_found(run_id))?;
+    if e.node_conn != Some(conn.id) {
+        return Err(ErrorShape::new(
+            ErrorCode::Forbidden,
+            format!("this connection is not the worker of run {run_id}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn claim(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, ErrorShape> {
     let p: ClaimParams = decode(params)?;
     let mut inner = gw.runs.lock();
@@ -832,6 +851,21 @@ pub fn claim(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, Er
             ErrorCode::Conflict,
             format!("run {} already ended ({})", p.run_id, e.summary.status),
         ));
+    }
+    // One worker per run: a live claim by another connection stands. (A worker that lost
+    // its link retries until the gateway has dropped the old connection.)
+    if let Some(holder) = e.node_conn
+        && holder != conn.id
+        && gw.read_conns().contains_key(&holder)
+    {
+        return Err(ErrorShape::new(
+            ErrorCode::Conflict,
+            format!(
+                "run {} is already claimed by another worker connection",
+                p.run_id
+            ),
+        )
+        .retry_after(500));
     }
     e.node_conn = Some(conn.id);
     e.active = true;
@@ -846,17 +880,20 @@ pub fn claim(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, Er
     }))
 }
 
-pub fn node_event(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
+pub fn node_event(
+    gw: &Arc<Gateway>,
+    conn: &ConnHandle,
+    params: Value,
+) -> Result<Value, ErrorShape> {
     let ev: SessionEvent = decode(params)?;
-    if gw.runs.get(&ev.run_id).is_none() {
-        return Err(not_found(&ev.run_id));
-    }
+    require_owner(gw, conn, &ev.run_id)?;
     gw.runs.apply(gw, &ev);
     Ok(json!({"seq": ev.seq}))
 }
 
-pub fn node_output(gw: &Gateway, params: Value) -> Result<Value, ErrorShape> {
+pub fn node_output(gw: &Gateway, conn: &ConnHandle, params: Value) -> Result<Value, ErrorShape> {
     let p: OutputParams = decode(params)?;
+    require_owner(gw, conn, &p.run_id)?;
     let payload =
         json!({"runId": p.run_id, "step": p.step, "offset": p.offset, "data": p.data}).to_string();
     for conn in gw.read_conns().values() {
