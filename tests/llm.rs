@@ -1052,3 +1052,32 @@ fn a_cancel_does_not_wait_for_the_models_answer() {
     assert_eq!(run["status"], "cancelled");
     assert!(run["steps"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn steps_and_checks_never_see_the_api_key() {
+    let server = MockLlm::scripted(vec![
+        call("e1", "shell", json!({"command": "env | sort"}), 10, 5),
+        finish("e2"),
+    ]);
+    let home = TestHome::new();
+    home.write_config(&llm_config(&server, ""));
+    let key = secret("env");
+    let _gw = gateway_with_key(&home, &key);
+    let dir = workdir(&home);
+    let out = run_goal(&home, &dir, "show the environment");
+    let run = last(&out);
+    assert_eq!(run["steps"][0]["exitStatus"], 0, "{run}");
+    let log = std::fs::read_to_string(
+        Path::new(run["workspace"].as_str().unwrap()).join("evidence/terminal/1.log"),
+    )
+    .unwrap();
+    assert!(
+        log.contains("PATH="),
+        "the step printed its environment: {log}"
+    );
+    assert!(
+        !log.contains(KEY_VAR),
+        "the variable itself is gone from panes: {log}"
+    );
+    assert_secret_kept(&home, &key, &[&out.stdout, &out.stderr]);
+}

@@ -251,6 +251,8 @@ struct Worker {
     resolutions: Vec<Value>,
     /// What the verifier found, kept for the report written after cleanup.
     verified: Option<Vec<crate::evidence::report::ClaimEntry>>,
+    /// Secret environment variables that panes and check commands must not inherit.
+    scrub: Vec<String>,
 }
 
 /// How a shell step ended: with an observation, or by ending the run.
@@ -911,6 +913,7 @@ impl Worker {
                 workdir,
                 logs: &workspace,
                 steps: &steps,
+                scrub: &self.scrub,
             };
             let c = checks::run(check, index, &env).await;
             // No "event" key: followers print step events, claims come with the outcome.
@@ -1100,10 +1103,11 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         ))),
         _ => Planner::Script(ScriptPlanner::new(&task)),
     };
+    let scrub = crate::store::secret_env_vars(Some(&config));
     let mut w = Worker {
         home: home.clone(),
         run_id: run_id.clone(),
-        tmux: Arc::new(Tmux::new(home.tmux_socket())),
+        tmux: Arc::new(Tmux::new(home.tmux_socket()).scrubbing(scrub.clone())),
         link: link.clone(),
         log,
         tailer: tailer.clone(),
@@ -1118,6 +1122,7 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         approval_timeout,
         resolutions: Vec::new(),
         verified: None,
+        scrub,
     };
     let tail_link = link.clone();
     let tail_task = tokio::spawn(async move {

@@ -354,6 +354,7 @@ async fn rerun(r: &Report, root: &Path, claims: &mut [ClaimAudit]) {
         workdir: &workdir,
         logs: root,
         steps: &steps,
+        scrub: &crate::store::secret_env_vars(None),
     };
     for (audit, c) in claims.iter_mut().zip(&r.predicate.claims) {
         let now = checks::run(&c.check, c.index, &env).await;

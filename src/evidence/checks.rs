@@ -190,6 +190,8 @@ pub struct Env<'a> {
     /// The run's workspace, where the steps' pane logs are.
     pub logs: &'a Path,
     pub steps: &'a [StepRef],
+    /// Environment variables a check's command must not see (the LLM API key).
+    pub scrub: &'a [String],
 }
 
 /// Resolves a terminal check's step: its name first, then a 1-based index.
@@ -390,6 +392,9 @@ async fn observe_command(check: &Check, env: &Env<'_>, ev: &mut EvidenceSet) -> 
         // Its own process group, so a timeout ends everything the command started.
         .process_group(0)
         .kill_on_drop(true);
+    for var in env.scrub {
+        cmd.env_remove(var);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

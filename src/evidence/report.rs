@@ -216,6 +216,7 @@ pub fn build(input: Input<'_>) -> Report {
         workdir: input.workdir,
         logs: input.workspace,
         steps: &steps_ref,
+        scrub: &[],
     };
     let claims = match input.claims {
         Some(c) => c,

@@ -62,6 +62,19 @@ impl StoreError {
     }
 }
 
+/// Environment variables that hold secrets and must not reach panes or check commands:
+/// the gateway token, and the LLM API key's variable when one is configured.
+pub fn secret_env_vars(config: Option<&Config>) -> Vec<String> {
+    let mut vars = vec!["VIBER_GATEWAY_TOKEN".to_string()];
+    if let Some(name) = config
+        .and_then(|c| c.llm.as_ref())
+        .and_then(|l| l.api_key_env.clone())
+    {
+        vars.push(name);
+    }
+    vars
+}
+
 /// Writes `value` as YAML, atomically and 0600 (these files hold keys and token hashes).
 pub fn write_yaml<T: serde::Serialize>(
     path: &std::path::Path,

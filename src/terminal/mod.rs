@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tmux_interface::{
     DisplayMessage, HasSession, KillPane, KillSession, ListPanes, NewSession, NewWindow, PipePane,
-    SetOption, Tmux as TmuxCli, TmuxCommand, WaitFor,
+    SetEnvironment, SetOption, Tmux as TmuxCli, TmuxCommand, WaitFor,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,8 @@ impl PaneExit {
 
 pub struct Tmux {
     socket: PathBuf,
+    /// Variables removed from every pane's environment (secrets the worker holds).
+    scrub: Vec<String>,
 }
 
 /// Quotes for `sh`: the string inside single quotes, each `'` as `'\''`.
@@ -62,7 +64,14 @@ impl Tmux {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Tmux {
             socket: socket.into(),
+            scrub: Vec::new(),
         }
+    }
+
+    /// Panes started by this server will not see these environment variables.
+    pub fn scrubbing(mut self, vars: Vec<String>) -> Self {
+        self.scrub = vars;
+        self
     }
 
     /// The tmux version, or why tmux cannot be used.
@@ -129,6 +138,14 @@ impl Tmux {
                 .height(50)
                 .shell_command("exec sleep 2147483647"),
         )?;
+        // The server copied the worker's environment, secrets included: `-r` removes a
+        // variable from every process the server starts from now on.
+        for var in &self.scrub {
+            self.run(
+                "set-environment",
+                SetEnvironment::new().global().remove().name(var.as_str()),
+            )?;
+        }
         // remain-on-exit is what lets us read the exit status of a finished pane.
         self.run(
             "set-option",
