@@ -416,6 +416,23 @@ fn budgets_end_the_run_with_the_limit_and_figures() {
         "{last}"
     );
     assert_eq!(last["steps"].as_array().unwrap().len(), 1);
+    // A step that never ends is stopped by the wall-clock budget, not waited for.
+    let t = home.task(
+        "hang.yaml",
+        "goal: hang\nbudget: {max_wall_secs: 1}\nsteps:\n  - run: sleep 543219\n",
+    );
+    let (code, last) = finish(spawn_run(&home, &t, &["--mode", "always-execute"]));
+    assert_eq!(code, Some(5), "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("during step 1"),
+        "{last}"
+    );
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 543219"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(!alive, "the hung step was killed with the run");
 }
 
 #[test]

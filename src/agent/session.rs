@@ -38,6 +38,21 @@ impl SessionLog {
             .mode(0o600)
             .open(path)
             .map_err(|e| StoreError::io("cannot open session log", path, e))?;
+        // A torn last line (a crash mid-write) is an incomplete record that was never
+        // acknowledged: cut it off, as a write-ahead log does, so the next event starts a
+        // line of its own and the file stays readable.
+        if let Ok(bytes) = std::fs::read(path)
+            && bytes.last().is_some_and(|&c| c != b'\n')
+        {
+            let keep = bytes.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+            tracing::warn!(
+                "{}: dropping a torn last line ({} bytes)",
+                path.display(),
+                bytes.len() - keep
+            );
+            file.set_len(keep as u64)
+                .map_err(|e| StoreError::io("cannot repair session log", path, e))?;
+        }
         Ok(SessionLog {
             path: path.to_path_buf(),
             file,
@@ -288,6 +303,27 @@ pub fn apply(s: &mut RunSummary, ev: &SessionEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_append_after_a_torn_line_starts_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut log = SessionLog::open(&path, "r").unwrap();
+        log.append(kind::STATUS, json!({"status": "running"}), true)
+            .unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"ts":"2026-01-01T00:00:00Z","runId":"r","se"#)
+            .unwrap();
+        let mut log = SessionLog::open(&path, "r").unwrap();
+        log.append(kind::STATUS, json!({"status": "interrupted"}), true)
+            .unwrap();
+        // The incomplete record is gone; every line reads.
+        let events = read_events(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].seq, 2);
+        assert_eq!(events[1].payload["status"], "interrupted");
+    }
 
     #[test]
     fn a_log_folds_into_the_same_summary_after_reopening() {

@@ -582,6 +582,26 @@ impl Worker {
                     "cancelled by an operator".into(),
                 )));
             }
+            // A step that never exits must not outlive the run's wall-clock budget.
+            if let Some(max) = self.budget.max_wall_secs
+                && self.started.elapsed().as_secs() >= max
+            {
+                self.refresh_usage();
+                let usage = serde_json::to_value(&self.usage).expect("serializes");
+                self.emit(
+                    kind::BUDGET,
+                    json!({"limits": self.budget, "exhausted": "max_wall_secs", "usage": usage}),
+                    true,
+                )
+                .await?;
+                return Ok(StepEnd::Stop((
+                    RunStatus::BudgetExhausted,
+                    format!(
+                        "budget exhausted: max_wall_secs reached ({} s of {max} s used, during step {index})",
+                        self.usage.wall_secs
+                    ),
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(15)).await;
         };
         self.finish_pane(index, pane, log.clone()).await;

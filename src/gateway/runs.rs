@@ -29,6 +29,8 @@ struct Entry {
     cancel_requested: Option<Instant>,
     /// A worker process exists (spawned by us, or found alive after a restart).
     active: bool,
+    /// When it became active: a worker that never reports its pid is probed after a while.
+    active_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ pub struct Runs {
     /// Pending approvals by id. Rebuilt by workers re-sending theirs after a reconnect,
     /// so a gateway restart loses none.
     approvals: Mutex<HashMap<String, Value>>,
+    /// Runs whose dead worker is being dealt with right now.
+    ending: Mutex<std::collections::HashSet<String>>,
 }
 
 fn not_found(run_id: &str) -> ErrorShape {
@@ -75,7 +79,15 @@ impl Runs {
                 if path.extension().is_none_or(|e| e != "jsonl") {
                     continue;
                 }
-                let events = session::read_events(&path)?;
+                // One unreadable log must not keep the gateway (and every other run) down:
+                // say which, leave the file as it is, go on.
+                let events = match session::read_events(&path) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::error!("{e}; this run is not loaded, the file is left unchanged");
+                        continue;
+                    }
+                };
                 let Some(summary) = session::fold(gw_home, &events) else {
                     tracing::warn!("{}: no run.created event; ignored", path.display());
                     continue;
@@ -117,6 +129,7 @@ impl Runs {
                     node_conn: None,
                     cancel_requested: None,
                     active,
+                    active_since: active.then(Instant::now),
                 },
             );
         }
@@ -282,6 +295,7 @@ pub fn start(gw: &Arc<Gateway>, params: Value) -> Result<Value, ErrorShape> {
                 node_conn: None,
                 cancel_requested: None,
                 active: false,
+                active_since: None,
             },
         );
         inner.queue.push_back(run_id.clone());
@@ -359,6 +373,7 @@ pub fn schedule(gw: &Arc<Gateway>) {
             };
             if let Some(e) = inner.runs.get_mut(&id) {
                 e.active = true;
+                e.active_since = Some(Instant::now());
             }
             id
         };
@@ -408,7 +423,8 @@ fn spawn_worker(gw: &Arc<Gateway>, run_id: &str) -> Result<(), String> {
     tokio::spawn(async move {
         let status = child.wait().await;
         tracing::info!(run = %id, "worker exited: {status:?}");
-        worker_gone(&gw, &id);
+        // It sleeps and reads files: not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || worker_gone(&gw, &id)).await;
     });
     Ok(())
 }
@@ -416,6 +432,30 @@ fn spawn_worker(gw: &Arc<Gateway>, run_id: &str) -> Result<(), String> {
 /// The worker process is gone: re-read its log (it may have finished just before) and mark
 /// the run `interrupted` if it did not end.
 fn worker_gone(gw: &Arc<Gateway>, run_id: &str) {
+    // The child's exit and the supervisor can both notice: one of them ends the run.
+    if !gw
+        .runs
+        .ending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(run_id.to_string())
+    {
+        return;
+    }
+    end_dead_run(gw, run_id);
+    gw.runs
+        .ending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(run_id);
+}
+
+fn end_dead_run(gw: &Arc<Gateway>, run_id: &str) {
+    // A worker that exited at once because another one already holds the run is no
+    // reason to end the run: the holder is still at work.
+    if worker_alive(&gw.home, run_id) {
+        return;
+    }
     let Some(s) = gw.runs.get(run_id) else { return };
     let events = session::read_events(std::path::Path::new(&s.session_log)).unwrap_or_default();
     for ev in events.iter().filter(|e| e.seq > s.seq) {
@@ -464,7 +504,11 @@ pub async fn supervise(gw: Arc<Gateway>) {
                 .runs
                 .iter()
                 .filter(|(_, e)| {
-                    e.active && !e.summary.status.is_terminal() && e.summary.worker_pid.is_some()
+                    e.active
+                        && !e.summary.status.is_terminal()
+                        && (e.summary.worker_pid.is_some()
+                            || e.active_since
+                                .is_some_and(|t| t.elapsed() > Duration::from_secs(10)))
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
