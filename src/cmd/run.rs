@@ -172,13 +172,16 @@ pub async fn follow(ctx: &Ctx, client: &mut Client, run_id: &str) -> Result<RunS
         match incoming {
             Some(Incoming::Event(ev)) => {
                 if let Some(seq) = ev.seq {
-                    let gap = seq > expected;
+                    let wanted = expected;
                     expected = expected.max(seq + 1);
-                    if gap {
+                    if seq > wanted {
                         if ctx.json() {
-                            output::json(
-                                &json!({"schema": "viber.gap/v1", "expected": expected, "got": seq}),
-                            );
+                            output::json(&json!({
+                                "schema": "viber.gap/v1",
+                                "expected": wanted,
+                                "got": seq,
+                                "missed": seq - wanted,
+                            }));
                         }
                         s = get(client, run_id).await?;
                         continue;

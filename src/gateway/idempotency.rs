@@ -110,8 +110,10 @@ impl IdempotencyStore {
     }
 
     /// Runs `effect` at most once per key. The record is fsynced before the answer leaves.
+    /// Keys are per device (`scope`): one operator's key never replays another's result.
     pub async fn run<F, Fut>(
         &self,
+        scope: &str,
         key: &str,
         method: &str,
         params: &Value,
@@ -122,20 +124,21 @@ impl IdempotencyStore {
         Fut: Future<Output = Result<Value, ErrorShape>>,
     {
         let hash = request_hash(method, params);
+        let scoped = format!("{scope}:{key}");
         let notify = loop {
             let waiter = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(r) = s.records.get(key) {
+                if let Some(r) = s.records.get(&scoped) {
                     if r.method == method && r.hash == hash {
                         return Ok(r.result.clone());
                     }
                     return Err(conflict(key, &r.method));
                 }
-                match s.inflight.get(key) {
+                match s.inflight.get(&scoped) {
                     Some(n) => n.clone(),
                     None => {
                         let n = Arc::new(Notify::new());
-                        s.inflight.insert(key.to_string(), n.clone());
+                        s.inflight.insert(scoped.clone(), n.clone());
                         break n;
                     }
                 }
@@ -144,48 +147,70 @@ impl IdempotencyStore {
             // Re-check under the lock: the first may have finished between the two steps.
             {
                 let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if !s.inflight.contains_key(key) {
+                if !s.inflight.contains_key(&scoped) {
                     continue;
                 }
             }
             notified.await;
         };
+        // Whatever happens to the effect (an error, a panic, a dropped connection), the
+        // waiters are released: they then run it themselves or find its record.
+        let _inflight = Inflight {
+            store: self,
+            key: scoped.clone(),
+            notify,
+        };
 
         let result = effect().await;
-        let mut persisted = Ok(());
         if let Ok(value) = &result {
             let record = Record {
-                key: key.to_string(),
+                key: scoped.clone(),
                 method: method.to_string(),
                 hash,
                 result: value.clone(),
                 ts: jiff::Timestamp::now(),
             };
-            persisted = fsutil::append_line(
+            if let Err(e) = fsutil::append_line(
                 &self.path,
                 &serde_json::to_string(&record).expect("serializes"),
-            );
-            if persisted.is_ok() {
-                self.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .records
-                    .insert(key.to_string(), record);
+            ) {
+                return Err(ErrorShape::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the effect happened but its idempotency record could not be saved: {e}"
+                    ),
+                ));
+            }
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.records.insert(scoped, record);
+            // Forget records past their 24 h now and then, so a long-lived gateway does
+            // not grow without bound (the file is compacted at the next start).
+            if s.records.len().is_multiple_of(256) {
+                let now = jiff::Timestamp::now().as_second();
+                s.records
+                    .retain(|_, r| now - r.ts.as_second() < RETENTION_SECS);
             }
         }
-        self.state
+        result
+    }
+}
+
+/// Removes an in-flight marker and wakes its waiters when dropped.
+struct Inflight<'a> {
+    store: &'a IdempotencyStore,
+    key: String,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.store
+            .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .inflight
-            .remove(key);
-        notify.notify_waiters();
-        if let Err(e) = persisted {
-            return Err(ErrorShape::new(
-                ErrorCode::Unavailable,
-                format!("the effect happened but its idempotency record could not be saved: {e}"),
-            ));
-        }
-        result
+            .remove(&self.key);
+        self.notify.notify_waiters();
     }
 }
 
@@ -211,7 +236,7 @@ mod tests {
         let params = json!({"goal": "x", "idempotencyKey": "k"});
         for _ in 0..2 {
             let v = store
-                .run("k", "run.start", &params, || async {
+                .run("dev", "k", "run.start", &params, || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Ok(json!({"runId": "r1"}))
                 })
@@ -223,6 +248,7 @@ mod tests {
         let store = IdempotencyStore::load(&p).unwrap();
         let v = store
             .run(
+                "dev",
                 "k",
                 "run.start",
                 &json!({"idempotencyKey": "k", "goal": "x"}),
@@ -232,12 +258,38 @@ mod tests {
             .unwrap();
         assert_eq!(v["runId"], "r1");
         let e = store
-            .run("k", "run.start", &json!({"goal": "y"}), || async {
+            .run("dev", "k", "run.start", &json!({"goal": "y"}), || async {
                 Ok(json!({}))
             })
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::IdempotencyConflict);
+        // Another device's identical key is another request.
+        let v = store
+            .run("other", "k", "run.start", &json!({"goal": "y"}), || async {
+                Ok(json!({"runId": "r2"}))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v["runId"], "r2");
+    }
+
+    #[tokio::test]
+    async fn a_failed_effect_releases_its_waiters_and_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyStore::load(&dir.path().join("i.jsonl")).unwrap();
+        let e = store
+            .run("d", "k", "m", &json!({}), || async {
+                Err(ErrorShape::new(ErrorCode::Unavailable, "try later"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        let v = store
+            .run("d", "k", "m", &json!({}), || async { Ok(json!(2)) })
+            .await
+            .unwrap();
+        assert_eq!(v, json!(2));
     }
 
     #[tokio::test]
@@ -251,7 +303,7 @@ mod tests {
             let (store, calls, gate) = (store.clone(), calls.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
                 store
-                    .run("k", "m", &json!({}), || async move {
+                    .run("dev", "k", "m", &json!({}), || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         gate.notified().await;
                         Ok(json!(1))

@@ -41,7 +41,9 @@ pub async fn dispatch(
         let p = params.clone();
         return gw
             .idempotency
-            .run(&key, method, &params, || handle(gw, conn, method, p))
+            .run(&conn.device_id, &key, method, &params, || {
+                handle(gw, conn, method, p)
+            })
             .await;
     }
     handle(gw, conn, method, params).await

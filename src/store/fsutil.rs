@@ -28,7 +28,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreErr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    // Unique per call, so two writers of one file (threads or processes) never share a
+    // temp file; the rename decides who wins, whole.
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        crate::identity::random_hex(4)
+    ));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
