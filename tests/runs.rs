@@ -761,3 +761,27 @@ fn only_the_runs_own_worker_can_report_for_it() {
         .success();
     home.wait_run(&run_id, "the cancel", |v| v["status"] == "cancelled");
 }
+
+#[test]
+fn what_a_finished_step_left_running_is_ended_with_the_run() {
+    let home = TestHome::new();
+    let _gw = home.start_gateway();
+    let t = home.task(
+        "nohup.yaml",
+        // It ignores the hangup and SIGTERM, so only SIGKILL to its group ends it.
+        "goal: leftovers\nsteps:\n  - run: trap '' HUP TERM; sleep 321987 </dev/null >/dev/null 2>&1 &\n  - run: pgrep -f 'sleep 321987'\n",
+    );
+    let out = home
+        .viber()
+        .arg("run")
+        .arg(&t)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let last = json_lines(&out).pop().unwrap();
+    assert_eq!(
+        last["steps"][1]["exitStatus"], 0,
+        "it outlived its step: {last}"
+    );
+    assert!(!pid_alive("sleep 321987"), "and not the run");
+}

@@ -253,6 +253,8 @@ struct Worker {
     verified: Option<Vec<crate::evidence::report::ClaimEntry>>,
     /// Secret environment variables that panes and check commands must not inherit.
     scrub: Vec<String>,
+    /// Process groups of every pane this run started, ended ones included.
+    pane_groups: Vec<i32>,
 }
 
 /// How a shell step ended: with an observation, or by ending the run.
@@ -553,6 +555,7 @@ impl Worker {
             .await
             .logs
             .insert(index, (log.clone(), 0));
+        self.pane_groups.push(pane.pid as i32);
         if background {
             return Ok(StepEnd::Ended(Observation {
                 action: Action::Shell {
@@ -604,11 +607,12 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(15)).await;
         };
+        let pgid = pane.pid;
         self.finish_pane(index, pane, log.clone()).await;
         let code = exit.code();
         self.emit(
             kind::PROGRESS,
-            json!({"phase": "execute", "step": step_json, "event": "exited", "exitStatus": code}),
+            json!({"phase": "execute", "step": step_json, "event": "exited", "exitStatus": code, "pgid": pgid}),
             false,
         )
         .await?;
@@ -1031,7 +1035,8 @@ impl Worker {
     /// Ends every process the run started and drains the remaining logs.
     async fn cleanup(&mut self) {
         let session_name = tmux_session_name(&self.run_id);
-        self.tmux(move |t| t.kill_session(&session_name, Duration::from_secs(2)))
+        let groups = self.pane_groups.clone();
+        self.tmux(move |t| t.kill_session(&session_name, &groups, Duration::from_secs(2)))
             .await;
         // Background panes' pipes close with the session: wait for their logs to drain.
         let pending: Vec<PathBuf> = self
@@ -1143,6 +1148,7 @@ pub async fn run(home: Home, run_id: String, url_hint: Option<String>) -> Result
         resolutions: Vec::new(),
         verified: None,
         scrub,
+        pane_groups: Vec::new(),
     };
     let tail_link = link.clone();
     let tail_task = tokio::spawn(async move {

@@ -480,8 +480,15 @@ fn end_dead_run(gw: &Arc<Gateway>, run_id: &str) {
         )
     };
     // Processes the dead worker left in tmux would otherwise run on unsupervised.
-    crate::terminal::Tmux::new(gw.home.tmux_socket())
-        .kill_session(&tmux_session_name(run_id), Duration::from_secs(2));
+    let groups: Vec<i32> = events
+        .iter()
+        .filter_map(|e| e.payload["pgid"].as_i64().map(|p| p as i32))
+        .collect();
+    crate::terminal::Tmux::new(gw.home.tmux_socket()).kill_session(
+        &tmux_session_name(run_id),
+        &groups,
+        Duration::from_secs(2),
+    );
     match append(
         &s.session_log,
         run_id,

@@ -282,10 +282,15 @@ impl Tmux {
     /// Ends the run's session and every process it started: SIGTERM to each pane's process
     /// group (a pane's shell leads its own group), SIGKILL to what is left after `grace`,
     /// then kill-session. Idempotent.
-    pub fn kill_session(&self, session: &str, grace: Duration) {
+    pub fn kill_session(&self, session: &str, also: &[i32], grace: Duration) {
         use nix::sys::signal::{Signal, killpg};
         use nix::unistd::Pid;
-        let pids = self.pane_pids(session);
+        // Live panes, plus the groups of panes already gone: a finished step may have
+        // left a `nohup server &` behind in its group.
+        let mut pids = self.pane_pids(session);
+        pids.extend(also.iter().copied().filter(|&p| p > 1));
+        pids.sort_unstable();
+        pids.dedup();
         for &pid in &pids {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
         }
@@ -401,7 +406,7 @@ mod tests {
             text == expected,
             "the log differs from what the command printed"
         );
-        tmux.kill_session("s", Duration::from_secs(2));
+        tmux.kill_session("s", &[], Duration::from_secs(2));
         assert!(!tmux.has_session("s"));
     }
 }
