@@ -141,3 +141,19 @@ impl Error {
         })
     }
 }
+
+/// The whole chain of an error, each cause once: a top-level message alone ("error
+/// sending request") often hides the useful part ("Connection refused").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}

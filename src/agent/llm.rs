@@ -265,22 +265,6 @@ fn provider_message(body: &str) -> String {
     }
 }
 
-/// The whole chain of a transport error, without the URL's query (there is none) and
-/// without anything secret (headers are never part of it).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let msg = inner.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 /// Seconds from a Retry-After header (delta-seconds; an HTTP date is not honoured).
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let v = resp
@@ -327,7 +311,7 @@ impl LlmPlanner {
         }
         let http = builder
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {}", error_chain(&e)));
+            .map_err(|e| format!("cannot set up the HTTP client: {}", crate::error::chain(&e)));
 
         let (key, key_missing) = match llm.api_key_env.as_deref().map(str::trim) {
             Some(var) if !var.is_empty() => match std::env::var(var) {
@@ -623,7 +607,7 @@ impl LlmPlanner {
                     let why = if e.is_timeout() {
                         "the request timed out".to_string()
                     } else {
-                        format!("cannot reach the LLM endpoint: {}", error_chain(&e))
+                        format!("cannot reach the LLM endpoint: {}", crate::error::chain(&e))
                     };
                     Outcome::Retry {
                         wait: BACKOFF_BASE * 2u32.pow(attempt - 1),
@@ -639,7 +623,7 @@ impl LlmPlanner {
                         Err(e) => Err(if e.is_timeout() {
                             "the response timed out".to_string()
                         } else {
-                            format!("the response broke off: {}", error_chain(&e))
+                            format!("the response broke off: {}", crate::error::chain(&e))
                         }),
                     };
                     self.classify(status, wait_hint, text, attempt)

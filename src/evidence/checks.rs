@@ -490,22 +490,6 @@ async fn observe_file(check: &Check, env: &Env<'_>, ev: &mut EvidenceSet) -> Val
     obs
 }
 
-/// The whole chain of an error: reqwest's top-level message alone ("error sending
-/// request") hides the useful part ("Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let msg = inner.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 async fn observe_http(check: &Check, ev: &mut EvidenceSet) -> Value {
     let url = check.http.clone().unwrap_or_default();
     let timeout = Duration::from_secs(check.timeout_secs.unwrap_or(HTTP_TIMEOUT_SECS));
@@ -532,14 +516,14 @@ async fn observe_http(check: &Check, ev: &mut EvidenceSet) -> Value {
     let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
-            obs["error"] = json!(error_chain(&e));
+            obs["error"] = json!(crate::error::chain(&e));
             return obs;
         }
     };
     let mut resp = match client.get(&url).send().await {
         Ok(r) => r,
         Err(e) => {
-            obs["error"] = json!(error_chain(&e));
+            obs["error"] = json!(crate::error::chain(&e));
             return obs;
         }
     };
@@ -574,7 +558,7 @@ async fn observe_http(check: &Check, ev: &mut EvidenceSet) -> Value {
             }
             Ok(None) => break,
             Err(e) => {
-                obs["bodyError"] = json!(error_chain(&e));
+                obs["bodyError"] = json!(crate::error::chain(&e));
                 break;
             }
         }
