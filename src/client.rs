@@ -85,6 +85,16 @@ impl ConnectOptions {
     }
 }
 
+/// Whether `host` (a name, an IP, or an IPv6 address in brackets) is this machine's
+/// loopback: the one test for "local" wherever a URL decides something (tokens, proxies).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Something that arrives without being asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {

@@ -67,18 +67,11 @@ impl DeviceKey {
         if path.exists() {
             return Ok((Self::load(path)?, false));
         }
-        let key = Self::generate(&format!("viber@{}", hostname()));
-        let text = key
-            .key
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| StoreError::Invalid {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        if !fsutil::create_secret(path, text.as_bytes())? {
+        let Some(private) = create_key_file(path, &format!("viber@{}", hostname()))? else {
             // Lost a race with another process creating it: use theirs.
             return Ok((Self::load(path)?, false));
-        }
+        };
+        let key = Self::from_private(private).expect("a fresh Ed25519 key is usable");
         let pub_path = path.with_extension("pub");
         let _ = std::fs::remove_file(&pub_path);
         fsutil::create_secret(&pub_path, key.public_openssh().as_bytes())?;
@@ -117,6 +110,21 @@ impl DeviceKey {
     pub fn sign(&self, msg: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(self.signing.sign(msg).to_bytes())
     }
+}
+
+/// Generates an Ed25519 key and writes it to `path` (OpenSSH format, 0600) only if the
+/// file does not exist yet; `None` when another process created it first.
+pub fn create_key_file(path: &Path, comment: &str) -> Result<Option<PrivateKey>, StoreError> {
+    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+        .expect("Ed25519 key generation cannot fail with the OS RNG");
+    key.set_comment(comment);
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| StoreError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(fsutil::create_secret(path, text.as_bytes())?.then_some(key))
 }
 
 /// Hex sha256 of a raw public key: the device id.

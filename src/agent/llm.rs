@@ -294,13 +294,7 @@ impl LlmPlanner {
         let endpoint = format!("{base}/chat/completions");
         let loopback = reqwest::Url::parse(&endpoint)
             .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .is_some_and(|h| {
-                h == "localhost"
-                    || h.trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            });
+            .is_some_and(|u| u.host_str().is_some_and(crate::client::is_loopback_host));
         let timeout = Duration::from_secs(llm.timeout_secs.max(1));
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)

@@ -37,17 +37,7 @@ pub fn lock_path(home: &Home, run_id: &str) -> PathBuf {
 
 /// Whether a worker holds this run's lock right now.
 pub fn worker_alive(home: &Home, run_id: &str) -> bool {
-    let Ok(f) = File::open(lock_path(home, run_id)) else {
-        return false;
-    };
-    match f.try_lock_shared() {
-        Ok(()) => {
-            let _ = f.unlock();
-            false
-        }
-        Err(TryLockError::WouldBlock) => true,
-        Err(_) => false,
-    }
+    fsutil::is_locked(&lock_path(home, run_id))
 }
 
 fn take_lock(home: &Home, run_id: &str) -> Result<File, Error> {

@@ -293,10 +293,7 @@ fn is_loopback_url(url: &str) -> bool {
             .map(|(h, _)| h)
             .unwrap_or(authority)
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::client::is_loopback_host(host)
 }
 
 /// Runs the parsed command.

@@ -496,13 +496,7 @@ async fn observe_http(check: &Check, ev: &mut EvidenceSet) -> Value {
     let mut obs = json!({"url": url, "method": "GET", "timeoutSecs": timeout.as_secs()});
     let loopback = reqwest::Url::parse(&url)
         .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .is_some_and(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
+        .is_some_and(|u| u.host_str().is_some_and(crate::client::is_loopback_host));
     let mut builder = reqwest::Client::builder()
         // Like `curl` without -L: the evidence is this URL's own answer, and the
         // reproduce command gives the same one.

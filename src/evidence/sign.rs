@@ -8,8 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssh_key::rand_core::OsRng;
-use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 use super::report;
 use crate::store::{Home, StoreError, fsutil};
@@ -34,19 +33,10 @@ impl Signer {
         if path.exists() {
             return Ok((Self::load(path)?, false));
         }
-        let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
-            .expect("Ed25519 key generation cannot fail with the OS RNG");
-        key.set_comment(principal());
-        let text = key
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| StoreError::Invalid {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        if !fsutil::create_secret(path, text.as_bytes())? {
+        let Some(key) = crate::identity::create_key_file(path, &principal())? else {
             // Another process created it first: use theirs.
             return Ok((Self::load(path)?, false));
-        }
+        };
         let signer = Signer { key };
         let pub_path = pub_path(path);
         fsutil::write_atomic(&pub_path, signer.public_line().as_bytes(), 0o644)?;

@@ -82,18 +82,7 @@ pub fn acquire(home: &Home) -> Result<InstanceLock, LockError> {
 
 /// Whether a gateway holds the lock for this home right now.
 pub fn is_running(home: &Home) -> bool {
-    let path = home.gateway_lock();
-    let Ok(file) = File::open(&path) else {
-        return false;
-    };
-    match file.try_lock_shared() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(_)) => false,
-    }
+    fsutil::is_locked(&home.gateway_lock())
 }
 
 fn read_info(home: &Home) -> Option<GatewayInfo> {

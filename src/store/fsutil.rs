@@ -79,6 +79,22 @@ pub fn create_secret(path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
     Ok(true)
 }
 
+/// Whether another open file description holds an exclusive flock on `path`: how the
+/// gateway's and a worker's liveness are told, with no pid to go stale or be reused.
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
 /// Appends one line and fsyncs: for logs that must survive a kill -9.
 pub fn append_line(path: &Path, line: &str) -> Result<(), StoreError> {
     let mut f = OpenOptions::new()
