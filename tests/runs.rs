@@ -106,14 +106,7 @@ fn runs_work_when_local_devices_need_approval() {
         "strict.yaml",
         "goal: strict\nsteps:\n  - run: echo strict-ok\n",
     );
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let last = json_lines(&out).pop().unwrap();
+    let (_, last) = home.run_json(&t);
     assert_eq!(last["status"], "unverified", "{last}");
     assert_eq!(last["steps"][0]["exitStatus"], 0);
     let pending = stdout_json(
@@ -155,15 +148,8 @@ fn a_failing_step_and_a_missing_command_end_failed() {
         "fail.yaml",
         "goal: fail\nsteps:\n  - run: echo before; exit 3\n  - run: echo never\n",
     );
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let (out, last) = home.run_json(&t);
     assert_eq!(out.status.code(), Some(1));
-    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert_eq!(
         last["steps"].as_array().unwrap().len(),
@@ -177,15 +163,8 @@ fn a_failing_step_and_a_missing_command_end_failed() {
         "nocmd.yaml",
         "goal: x\nsteps:\n  - run: no-such-command-viber-test\n",
     );
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let (out, last) = home.run_json(&t);
     assert_eq!(out.status.code(), Some(1));
-    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert_eq!(last["steps"][0]["exitStatus"], 127, "the shell's status");
 }
@@ -581,14 +560,7 @@ fn background_steps_live_until_the_run_ends_then_are_cleaned_up() {
         "bg.yaml",
         "goal: bg\nsteps:\n  - run: sleep 654321\n    background: true\n  - run: pgrep -f 'sleep 654321'\n",
     );
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let last = json_lines(&out).pop().unwrap();
+    let (_, last) = home.run_json(&t);
     assert_eq!(
         last["steps"][1]["exitStatus"], 0,
         "the background step was alive during step 2"
@@ -660,15 +632,8 @@ fn without_tmux_the_run_fails_saying_how_to_install_it() {
         home.gateway_json().filter(|g| g.pid == gw.pid)
     });
     let t = home.task("t.yaml", "goal: x\nsteps:\n  - run: echo hi\n");
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let (out, last) = home.run_json(&t);
     assert_eq!(out.status.code(), Some(1));
-    let last = json_lines(&out).pop().unwrap();
     assert_eq!(last["status"], "failed");
     assert!(
         last["reason"]
@@ -771,14 +736,7 @@ fn what_a_finished_step_left_running_is_ended_with_the_run() {
         // It ignores the hangup and SIGTERM, so only SIGKILL to its group ends it.
         "goal: leftovers\nsteps:\n  - run: trap '' HUP TERM; sleep 321987 </dev/null >/dev/null 2>&1 &\n  - run: pgrep -f 'sleep 321987'\n",
     );
-    let out = home
-        .viber()
-        .arg("run")
-        .arg(&t)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let last = json_lines(&out).pop().unwrap();
+    let (_, last) = home.run_json(&t);
     assert_eq!(
         last["steps"][1]["exitStatus"], 0,
         "it outlived its step: {last}"

@@ -107,6 +107,19 @@ impl TestHome {
         p
     }
 
+    /// `viber run TASK --json`: the process output and its last line, the run summary.
+    pub fn run_json(&self, task: &Path) -> (std::process::Output, serde_json::Value) {
+        let out = self
+            .viber()
+            .arg("run")
+            .arg(task)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let last = json_lines(&out).pop().unwrap_or(serde_json::Value::Null);
+        (out, last)
+    }
+
     /// Polls `viber status RUN --json` until `pred` holds; returns that status.
     pub fn wait_run(
         &self,
